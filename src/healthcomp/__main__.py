@@ -1,0 +1,3 @@
+from healthcomp.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""The application factory and its lifespan."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from healthcomp import __version__
+from healthcomp.core.auth import Authenticator
+from healthcomp.core.clock import Clock
+from healthcomp.core.context import AppContext
+from healthcomp.core.embedded import DataDirLocked, EmbeddedRedis
+from healthcomp.core.errors import install_error_handlers
+from healthcomp.core.keys import Keys
+from healthcomp.core.middleware import BodyLimit
+from healthcomp.core.redis import (
+    RedisHandle,
+    create_client,
+    is_cluster_url,
+    warn_if_not_persistent,
+)
+from healthcomp.core.settings import Settings, get_settings
+from healthcomp.health.routes import router as health_router
+from healthcomp.users.routes import router as users_router
+
+log = logging.getLogger("healthcomp")
+
+# Set by `healthcomp serve` for its workers: the URL of the embedded server it runs.
+EMBEDDED_URL_ENV = "HC_EMBEDDED_URL"
+
+
+def _connect(settings: Settings) -> tuple[RedisHandle, EmbeddedRedis | None]:
+    embedded: EmbeddedRedis | None = None
+    if settings.redis_url:
+        url = settings.redis_url
+        mode = "cluster" if is_cluster_url(url) else "external"
+    elif os.environ.get(EMBEDDED_URL_ENV):
+        url, mode = os.environ[EMBEDDED_URL_ENV], "embedded"
+    else:
+        embedded = EmbeddedRedis(settings.data_dir)
+        try:
+            url = embedded.start()
+        except DataDirLocked:
+            embedded = None
+            running = EmbeddedRedis.url_of_running(settings.data_dir)
+            if running is None:
+                raise RuntimeError(
+                    f"{settings.data_dir} is locked by another process whose Redis is not up"
+                ) from None
+            log.info("data directory in use by another process; sharing its redis")
+            url = running
+        mode = "embedded"
+    return RedisHandle(create_client(url, settings), mode, url), embedded
+
+
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    # Fails before anything starts when production has no way to verify tokens.
+    auth = Authenticator(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        handle, embedded = _connect(settings)
+        ctx = AppContext(
+            settings=settings,
+            redis=handle,
+            keys=Keys(settings.key_prefix),
+            auth=auth,
+            clock=clock or Clock(),
+            embedded=embedded,
+        )
+        app.state.ctx = ctx
+        if handle.mode != "embedded":
+            await warn_if_not_persistent(handle.client)
+        try:
+            yield
+        finally:
+            await auth.aclose()
+            await handle.close()
+            if embedded is not None:
+                embedded.stop()
+
+    app = FastAPI(
+        title="Health Competition API",
+        version=__version__,
+        summary="Fitness competitions: activity sync, live leaderboards, exact payouts.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(health_router)
+    app.include_router(users_router, prefix="/api/v1")
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

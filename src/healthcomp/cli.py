@@ -1,0 +1,153 @@
+"""The `healthcomp` command: serve, token, demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from healthcomp.core.auth import SERVICE, USER, load_or_create_dev_secret, mint_token
+from healthcomp.core.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for name in ("host", "port", "workers", "data_dir"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    base = Settings()
+    return base.model_copy(update=overrides) if overrides else base
+
+
+def _secret(settings: Settings) -> str:
+    if settings.supabase_jwt_secret:
+        return settings.supabase_jwt_secret
+    if settings.is_production:
+        sys.exit("healthcomp: no SUPABASE_JWT_SECRET configured; cannot mint tokens")
+    return load_or_create_dev_secret(settings.data_dir)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    user = None if args.role == SERVICE else args.user
+    if args.role != SERVICE and not user:
+        sys.exit("healthcomp token: --user is required unless --role service_role")
+    print(
+        mint_token(
+            _secret(settings),
+            user_id=user,
+            role=args.role,
+            name=args.name,
+            email=args.email,
+            ttl_seconds=args.ttl,
+            issuer=settings.expected_issuer,
+        )
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from healthcomp.app import EMBEDDED_URL_ENV
+    from healthcomp.core.embedded import DataDirLocked, EmbeddedRedis
+
+    settings = _settings(args)
+    # Make the flags visible to the workers, which build their own Settings.
+    os.environ["PORT"] = str(settings.port)
+    os.environ["HC_DATA_DIR"] = str(settings.data_dir)
+    logging.basicConfig(
+        level=settings.log_level.upper() if settings.log_level != "trace" else "DEBUG",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    embedded: EmbeddedRedis | None = None
+    if not settings.redis_url:
+        embedded = EmbeddedRedis(settings.data_dir)
+        try:
+            os.environ[EMBEDDED_URL_ENV] = embedded.start()
+        except DataDirLocked:
+            running = EmbeddedRedis.url_of_running(settings.data_dir)
+            if running is None:
+                sys.exit(f"healthcomp: {settings.data_dir} is locked by another process")
+            embedded = None
+            os.environ[EMBEDDED_URL_ENV] = running
+    # Fail fast, in the parent, on a configuration that cannot verify tokens.
+    from healthcomp.core.auth import Authenticator, KeySourceMissing
+
+    try:
+        Authenticator(settings)
+    except KeySourceMissing as exc:
+        if embedded is not None:
+            embedded.stop()
+        sys.exit(f"healthcomp: {exc}")
+    if args.demo or settings.demo_on_start:
+        from healthcomp.demo import seed_demo_sync
+
+        seed_demo_sync(settings, print_token=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        uvicorn.run(
+            "healthcomp.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            proxy_headers=True,
+            server_header=False,
+            access_log=settings.log_level in {"debug", "trace"},
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from healthcomp.demo import seed_demo_sync
+
+    seed_demo_sync(_settings(args), print_token=True, force=args.force)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="healthcomp", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the API (embedded Redis unless REDIS_URL)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.add_argument("--data-dir", dest="data_dir", type=Path)
+    serve.add_argument("--demo", action="store_true", help="seed the demo competition first")
+    serve.set_defaults(func=cmd_serve)
+
+    token = sub.add_parser("token", help="mint a development token (HS256)")
+    token.add_argument("--user", help="the user id (`sub`)")
+    token.add_argument("--role", default=USER, choices=[USER, SERVICE, "anon"])
+    token.add_argument("--name", help="user_metadata.full_name")
+    token.add_argument("--email")
+    token.add_argument("--ttl", type=int, default=7 * 24 * 3600, help="seconds (default 7 days)")
+    token.add_argument("--data-dir", dest="data_dir", type=Path)
+    token.set_defaults(func=cmd_token)
+
+    demo = sub.add_parser("demo", help="seed the demo competition and print a token")
+    demo.add_argument("--data-dir", dest="data_dir", type=Path)
+    demo.add_argument("--force", action="store_true", help="seed again even if present")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Shared infrastructure: settings, Redis, auth, errors, responses."""

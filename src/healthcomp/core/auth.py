@@ -1,0 +1,280 @@
+"""Verifying Supabase JWTs, and the typed dependencies routes declare.
+
+Supabase signs with a shared HS256 secret (legacy projects) or with asymmetric keys
+(ES256, RS256) published as a JWKS. Only the algorithms configured are accepted;
+the algorithm of a token picks the key *type* (secret for HS*, JWKS key of the
+matching kty for ES/RS), so a public key can never be used as an HMAC secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+from jwt import PyJWK
+
+from healthcomp.core.errors import Forbidden, ServiceUnavailable, Unauthorized
+from healthcomp.core.keys import valid_id
+from healthcomp.core.settings import Settings
+
+log = logging.getLogger("healthcomp.auth")
+
+USER = "authenticated"
+SERVICE = "service_role"
+ANON = "anon"
+
+_KTY_FOR_ALG = {"ES256": "EC", "RS256": "RSA"}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a signed-in user, or a trusted server (`service_role`)."""
+
+    role: str
+    user_id: str | None
+    email: str | None = None
+    full_name: str | None = None
+    claims: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def is_service(self) -> bool:
+        return self.role == SERVICE
+
+    def require_self_or_service(self, user_id: str) -> None:
+        """A user acts only as themself (SPEC §3)."""
+        if not self.is_service and user_id != self.user_id:
+            raise Forbidden("You can only act on your own account.")
+
+    def default_name(self) -> str:
+        if self.full_name:
+            return self.full_name
+        if self.email and "@" in self.email:
+            return self.email.split("@", 1)[0]
+        return self.user_id or "service"
+
+
+class JWKSCache:
+    """The JWKS, fetched with an async client, cached for at most `ttl` seconds.
+
+    An unknown `kid` triggers a refetch, but at most once per `min_refetch` seconds,
+    so a flood of tokens with made-up kids cannot turn into a flood of fetches.
+    """
+
+    def __init__(self, url: str, ttl: float, min_refetch: float, timeout: float = 3.0) -> None:
+        self.url = url
+        self.ttl = ttl
+        self.min_refetch = min_refetch
+        self.timeout = timeout
+        self.fetches = 0
+        self._keys: dict[str, PyJWK] = {}
+        self._fetched_at = float("-inf")
+        self._attempted_at = float("-inf")
+        self._lock = asyncio.Lock()
+        self._client: httpx.AsyncClient | None = None
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _fresh(self) -> bool:
+        return time.monotonic() - self._fetched_at < self.ttl
+
+    async def _refresh(self) -> None:
+        self._attempted_at = time.monotonic()
+        self.fetches += 1
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout)
+        resp = await self._client.get(self.url, headers={"Accept": "application/json"})
+        resp.raise_for_status()
+        keys: dict[str, PyJWK] = {}
+        for raw in resp.json().get("keys", []):
+            alg = raw.get("alg") or {"EC": "ES256", "RSA": "RS256"}.get(raw.get("kty", ""))
+            if alg not in _KTY_FOR_ALG or raw.get("use", "sig") != "sig":
+                continue
+            try:
+                keys[str(raw.get("kid", ""))] = PyJWK.from_dict(raw, algorithm=alg)
+            except jwt.PyJWTError:
+                log.warning("skipping an unusable JWKS key %s", raw.get("kid"))
+        self._keys = keys
+        self._fetched_at = time.monotonic()
+
+    async def get(self, kid: str) -> PyJWK | None:
+        if self._fresh() and kid in self._keys:
+            return self._keys[kid]
+        async with self._lock:
+            if self._fresh() and kid in self._keys:
+                return self._keys[kid]
+            stale = not self._fresh()
+            may_refetch = time.monotonic() - self._attempted_at >= self.min_refetch
+            if stale or may_refetch:
+                try:
+                    await self._refresh()
+                except (httpx.HTTPError, ValueError) as exc:
+                    log.warning("JWKS fetch from %s failed: %s", self.url, exc)
+                    # Keys older than the TTL are not trusted any more.
+                    if not self._fresh():
+                        self._keys = {}
+                        raise ServiceUnavailable(
+                            "The sign-in key set cannot be fetched right now; try again shortly."
+                        ) from exc
+            return self._keys.get(kid)
+
+
+def load_or_create_dev_secret(data_dir: Path) -> str:
+    """A random HS256 secret kept in the data directory, for development only."""
+    path = data_dir / "jwt-secret"
+    try:
+        secret = path.read_text().strip()
+        if secret:
+            return secret
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(secret)
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return secret
+
+
+class KeySourceMissing(RuntimeError):
+    pass
+
+
+class Authenticator:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.algorithms = list(settings.jwt_algorithms)
+        self.secret: str | None = settings.supabase_jwt_secret
+        jwks_url = settings.effective_jwks_url
+        self.jwks: JWKSCache | None = None
+        if jwks_url and any(a in _KTY_FOR_ALG for a in self.algorithms):
+            self.jwks = JWKSCache(
+                jwks_url, settings.jwks_cache_seconds, settings.jwks_min_refetch_seconds
+            )
+        if self.secret is None and self.jwks is None:
+            if settings.is_production:
+                raise KeySourceMissing(
+                    "no key source to verify tokens: set SUPABASE_JWT_SECRET (HS256) or "
+                    "SUPABASE_URL (for the JWKS of ES256/RS256 keys); refusing to start in "
+                    "production without one"
+                )
+            self.secret = load_or_create_dev_secret(settings.data_dir)
+            log.warning(
+                "no SUPABASE_JWT_SECRET: using a generated development secret in %s/jwt-secret",
+                settings.data_dir,
+            )
+
+    async def aclose(self) -> None:
+        if self.jwks is not None:
+            await self.jwks.aclose()
+
+    async def _key_for(self, token: str) -> tuple[Any, str]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthorized("The token is malformed.") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            raise Unauthorized("The token's signing algorithm is not accepted.")
+        if alg.startswith("HS"):
+            if not self.secret:
+                raise Unauthorized("The token's signing algorithm is not accepted.")
+            return self.secret, alg
+        if self.jwks is None:
+            raise Unauthorized("The token's signing algorithm is not accepted.")
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise Unauthorized("The token has no key id.")
+        key = await self.jwks.get(kid)
+        if key is None or key.key_type != _KTY_FOR_ALG[alg]:
+            raise Unauthorized("The token was signed with an unknown key.")
+        return key.key, alg
+
+    async def verify(self, token: str) -> Principal:
+        key, alg = await self._key_for(token)
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key,
+                algorithms=[alg],
+                leeway=self.settings.jwt_leeway_seconds,
+                options={"require": ["exp"], "verify_aud": False, "verify_iss": False},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("The token has expired.") from None
+        except jwt.ImmatureSignatureError:
+            raise Unauthorized("The token is not valid yet.") from None
+        except jwt.PyJWTError:
+            raise Unauthorized("The token's signature or claims are invalid.") from None
+        return self._principal(claims)
+
+    def _principal(self, claims: dict[str, Any]) -> Principal:
+        role = claims.get("role")
+        if role == SERVICE:
+            return Principal(role=SERVICE, user_id=None, claims=claims)
+        if role == ANON:
+            raise Unauthorized("The anon key cannot call this API; sign in first.")
+        if role != USER:
+            raise Unauthorized("The token carries no usable role.")
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not valid_id(sub):
+            raise Unauthorized("The token has no valid subject.")
+        aud = claims.get("aud")
+        auds = aud if isinstance(aud, list) else [aud]
+        if USER not in auds:
+            raise Unauthorized("The token's audience is not 'authenticated'.")
+        issuer = self.settings.expected_issuer
+        if issuer is not None and claims.get("iss") != issuer:
+            raise Unauthorized("The token was issued for another project.")
+        meta = claims.get("user_metadata")
+        name = None
+        if isinstance(meta, dict):
+            for field_name in ("full_name", "name"):
+                value = meta.get(field_name)
+                if isinstance(value, str) and value.strip():
+                    name = value.strip()[:80]
+                    break
+        email = claims.get("email")
+        return Principal(
+            role=USER,
+            user_id=sub,
+            email=email if isinstance(email, str) else None,
+            full_name=name,
+            claims=claims,
+        )
+
+
+def mint_token(
+    secret: str,
+    *,
+    user_id: str | None,
+    role: str = USER,
+    name: str | None = None,
+    email: str | None = None,
+    ttl_seconds: int = 7 * 24 * 3600,
+    issuer: str | None = None,
+) -> str:
+    """An HS256 token shaped like Supabase's, for development and tests."""
+    now = int(time.time())
+    claims: dict[str, Any] = {"role": role, "iat": now, "exp": now + ttl_seconds}
+    if role != SERVICE:
+        claims["aud"] = USER if role == USER else role
+        if user_id is not None:
+            claims["sub"] = user_id
+        if issuer:
+            claims["iss"] = issuer
+        if email:
+            claims["email"] = email
+        if name:
+            claims["user_metadata"] = {"full_name": name}
+    return jwt.encode(claims, secret, algorithm="HS256")

@@ -1,0 +1,28 @@
+"""What every request can reach: settings, Redis, keys, auth and the clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from healthcomp.core.auth import Authenticator
+from healthcomp.core.clock import Clock
+from healthcomp.core.embedded import EmbeddedRedis
+from healthcomp.core.keys import Keys
+from healthcomp.core.redis import RedisClient, RedisHandle
+from healthcomp.core.settings import Settings
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    redis: RedisHandle
+    keys: Keys
+    auth: Authenticator
+    clock: Clock = field(default_factory=Clock)
+    embedded: EmbeddedRedis | None = None
+    scripts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def r(self) -> RedisClient:
+        return self.redis.client

@@ -1,0 +1,50 @@
+"""Typed dependencies: a route's signature says who may call it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from healthcomp.core.auth import Principal
+from healthcomp.core.context import AppContext
+from healthcomp.core.errors import Forbidden, Unauthorized
+
+_bearer = HTTPBearer(auto_error=False, description="A Supabase access token (JWT).")
+
+
+def get_ctx(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+
+async def get_principal(
+    ctx: Ctx,
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None:
+        header = request.headers.get("authorization")
+        if header is None:
+            raise Unauthorized("Missing Authorization header; send 'Bearer <token>'.")
+        raise Unauthorized("Malformed Authorization header; send 'Bearer <token>'.")
+    token = credentials.credentials.strip()
+    if not token:
+        raise Unauthorized("Malformed Authorization header; send 'Bearer <token>'.")
+    return await ctx.auth.verify(token)
+
+
+async def get_user(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    if principal.user_id is None:
+        raise Forbidden("This route is for signed-in users; a service token has no user.")
+    return principal
+
+
+# A signed-in user or a trusted server.
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+# A signed-in user only (the service role has no `sub`).
+CurrentUser = Annotated[Principal, Depends(get_user)]

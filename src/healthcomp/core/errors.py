@@ -1,0 +1,203 @@
+"""The error envelope of SPEC §4, and the handlers that put every error in it.
+
+Every error the service can produce, framework ones included, leaves as
+`{"success": false, "error": <code>, "message": <sentence>, "code": <status>}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+log = logging.getLogger("healthcomp.errors")
+
+
+class AppError(Exception):
+    """An error with a stable code that clients can switch on."""
+
+    status = 400
+    error = "bad_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error: str | None = None,
+        status: int | None = None,
+        details: Sequence[Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if error is not None:
+            self.error = error
+        if status is not None:
+            self.status = status
+        self.details = list(details) if details is not None else None
+        self.headers = headers or {}
+
+
+class Unauthorized(AppError):
+    status = 401
+    error = "unauthorized"
+
+    def __init__(self, message: str = "A valid bearer token is required.") -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(AppError):
+    status = 403
+    error = "forbidden"
+
+
+class NotFound(AppError):
+    status = 404
+    error = "not_found"
+
+
+class Conflict(AppError):
+    status = 409
+    error = "conflict"
+
+
+class ValidationFailed(AppError):
+    status = 422
+    error = "validation_error"
+
+
+class PayloadTooLarge(AppError):
+    status = 413
+    error = "payload_too_large"
+
+
+class ServiceUnavailable(AppError):
+    status = 503
+    error = "service_unavailable"
+
+    def __init__(self, message: str = "The datastore is unreachable; try again shortly.") -> None:
+        super().__init__(message, headers={"Retry-After": "2"})
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+
+_STATUS_MESSAGES = {
+    404: "No such resource.",
+    405: "This method is not allowed on this route.",
+    413: "The request body is too large.",
+    500: "Something went wrong on our side; it has been logged.",
+}
+
+
+def error_body(
+    status: int, error: str, message: str, details: Sequence[Any] | None = None
+) -> bytes:
+    body: dict[str, Any] = {"success": False, "error": error, "message": message, "code": status}
+    if details:
+        body["details"] = list(details)
+    return orjson.dumps(body)
+
+
+def error_response(
+    status: int,
+    error: str,
+    message: str,
+    details: Sequence[Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    return Response(
+        error_body(status, error, message, details),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Pydantic errors as `{field, message, type}` items, the field as a dotted path."""
+    out: list[dict[str, Any]] = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        item: dict[str, Any] = {
+            "field": ".".join(loc) or None,
+            "message": str(err.get("msg", "invalid")),
+            "type": str(err.get("type", "invalid")),
+        }
+        if "input" in err and err.get("type") != "missing":
+            item["input"] = _jsonable(err["input"])
+        out.append(item)
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def app_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, AppError)
+        return error_response(exc.status, exc.error, exc.message, exc.details, exc.headers)
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        status = exc.status_code
+        code = _STATUS_CODES.get(status, "error")
+        detail = exc.detail if isinstance(exc.detail, str) else None
+        default = _STATUS_MESSAGES.get(status, "The request could not be served.")
+        message = default if detail in (None, "Not Found", "Method Not Allowed") else detail
+        return error_response(status, code, str(message), None, dict(exc.headers or {}))
+
+    async def validation_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        details = validation_details(exc.errors())
+        fields = ", ".join(sorted({d["field"] for d in details if d["field"]}))
+        message = f"Invalid request: {fields}." if fields else "Invalid request body."
+        return error_response(422, "validation_error", message, details)
+
+    async def redis_down(_: Request, exc: Exception) -> Response:
+        log.warning("redis unavailable: %s", exc)
+        return error_response(
+            503,
+            "service_unavailable",
+            "The datastore is unreachable; try again shortly.",
+            headers={"Retry-After": "2"},
+        )
+
+    async def unexpected(_: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", exc_info=exc)
+        return error_response(500, "internal_error", _STATUS_MESSAGES[500])
+
+    app.add_exception_handler(AppError, app_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(RedisConnectionError, redis_down)
+    app.add_exception_handler(RedisTimeoutError, redis_down)
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,1 @@
+"""Profiles: display names and avatars shown on leaderboards."""

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _clean_name(value: str) -> str:
+    value = " ".join(value.split())
+    if not value:
+        raise ValueError("must not be blank")
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _check_url(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    if not re.fullmatch(r"https?://[^\s]{1,2040}", value):
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+DisplayName = Annotated[str, Field(min_length=1, max_length=80), AfterValidator(_clean_name)]
+AvatarUrl = Annotated[str | None, Field(max_length=2048), AfterValidator(_check_url)]
+
+
+class ProfileUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    display_name: DisplayName | None = None
+    avatar_url: AvatarUrl = None
+
+
+class Profile(BaseModel):
+    user_id: str
+    display_name: str
+    avatar_url: str | None
+    email: str | None
+    created_at: str
+    updated_at: str
