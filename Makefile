@@ -1,0 +1,50 @@
+# Two commands do all the set-up: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+EXTERNAL_REDIS ?= redis://127.0.0.1:6379/15
+
+.PHONY: run test lint types pytest test-embedded test-external test-cluster bench clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+## Serve the API on the embedded Redis; seeds the demo on first start.
+run: $(STAMP)
+	$(BIN)/healthcomp serve --demo
+
+## The whole suite: lint, types, then the tests on each Redis.
+test: lint types test-embedded test-external test-cluster
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+types: $(STAMP)
+	$(BIN)/mypy
+
+test-embedded: $(STAMP)
+	HC_TEST_BACKEND=embedded $(BIN)/pytest
+
+## Against the machine's Redis (db 15, own key prefix); skipped when none answers.
+test-external: $(STAMP)
+	@if $(BIN)/python -c "import redis,sys; redis.Redis.from_url('$(EXTERNAL_REDIS)', socket_timeout=1).ping()" 2>/dev/null; then \
+		HC_TEST_BACKEND=external TEST_REDIS_URL=$(EXTERNAL_REDIS) $(BIN)/pytest; \
+	elif [ -n "$$CI" ]; then echo "CI: no Redis at $(EXTERNAL_REDIS)"; exit 1; \
+	else echo "skipping the external-Redis run: nothing answers at $(EXTERNAL_REDIS)"; fi
+
+test-cluster: $(STAMP)
+	HC_TEST_BACKEND=cluster $(BIN)/pytest -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

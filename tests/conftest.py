@@ -1,0 +1,145 @@
+"""Fixtures: a real Redis for every test, apps, clients, tokens and a movable clock.
+
+`HC_TEST_BACKEND` picks the server:
+
+* `embedded` (default): the embedded server class the product uses, in a temp dir;
+* `external`: the server at `TEST_REDIS_URL` (default `redis://127.0.0.1:6379/15`);
+* `cluster`: a one-node Redis Cluster started from the embedded binary.
+
+Each test gets its own key prefix and deletes its keys afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from healthcomp.app import create_app
+from healthcomp.core.auth import SERVICE, USER, mint_token
+from healthcomp.core.clock import FixedClock
+from healthcomp.core.context import AppContext
+from healthcomp.core.embedded import EmbeddedRedis
+from healthcomp.core.redis import create_client
+from healthcomp.core.settings import Settings
+
+TEST_SECRET = "test-secret-" + "x" * 40
+BACKEND = os.environ.get("HC_TEST_BACKEND", "embedded")
+# The clock the app sees in tests, unless a test moves it.
+START = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
+
+
+def pytest_report_header() -> str:
+    return f"redis backend: {BACKEND}"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if BACKEND == "external":
+        yield os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    elif BACKEND == "cluster":
+        from tests.cluster import start_cluster
+
+        proc, port = start_cluster(tmp_path_factory.mktemp("cluster"))
+        try:
+            yield f"redis+cluster://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    elif BACKEND == "embedded":
+        server = EmbeddedRedis(tmp_path_factory.mktemp("embedded"))
+        url = server.start()
+        try:
+            yield url
+        finally:
+            server.stop()
+    else:  # pragma: no cover
+        raise RuntimeError(f"unknown HC_TEST_BACKEND {BACKEND!r}")
+
+
+def make_settings(tmp_path: Path, redis_url: str | None, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "supabase_jwt_secret": TEST_SECRET,
+        "supabase_url": None,
+        "environment": "development",
+        "data_dir": tmp_path / "data",
+        "key_prefix": "t" + uuid.uuid4().hex[:12],
+    }
+    values.update(overrides)
+    return Settings.model_construct(**{**Settings().model_dump(), **values})
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str) -> Settings:
+    return make_settings(tmp_path, redis_url)
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(START)
+
+
+@pytest.fixture
+async def app(settings: Settings, clock: FixedClock) -> AsyncIterator[FastAPI]:
+    application = create_app(settings, clock=clock)
+    async with application.router.lifespan_context(application):
+        yield application
+        await _delete_prefix(application.state.ctx)
+
+
+async def _delete_prefix(ctx: AppContext) -> None:
+    # scan_iter on a cluster client walks every node.
+    keys = [k async for k in ctx.r.scan_iter(match=f"{ctx.settings.key_prefix}:*", count=500)]
+    for key in keys:
+        await ctx.r.delete(key)
+
+
+@pytest.fixture
+def ctx(app: FastAPI) -> AppContext:
+    context: AppContext = app.state.ctx
+    return context
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
+
+
+def token(user_id: str | None = "alice", role: str = USER, **kw: Any) -> str:
+    return mint_token(TEST_SECRET, user_id=user_id, role=role, **kw)
+
+
+def auth(user_id: str = "alice", **kw: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(user_id, **kw)}"}
+
+
+SERVICE_AUTH = {"Authorization": f"Bearer {token(None, role=SERVICE)}"}
+
+ApiCall = Callable[..., Awaitable[httpx.Response]]
+
+
+def assert_error(resp: httpx.Response, status: int, error: str | None = None) -> dict[str, Any]:
+    """The SPEC §4 envelope, with the status and (optionally) the stable code."""
+    assert resp.status_code == status, resp.text
+    body: dict[str, Any] = resp.json()
+    assert body["success"] is False
+    assert body["code"] == status
+    assert isinstance(body["message"], str) and body["message"]
+    if error is not None:
+        assert body["error"] == error, body
+    return body
+
+
+@pytest.fixture
+def raw_redis(redis_url: str, settings: Settings) -> Any:
+    return create_client(redis_url, settings)
