@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from healthcomp import __version__
+from healthcomp.activity.routes import router as activity_router
+from healthcomp.competitions.routes import router as competitions_router
 from healthcomp.core.auth import Authenticator
 from healthcomp.core.clock import Clock
 from healthcomp.core.context import AppContext
@@ -25,6 +27,7 @@ from healthcomp.core.redis import (
 )
 from healthcomp.core.settings import Settings, get_settings
 from healthcomp.health.routes import router as health_router
+from healthcomp.leaderboard.routes import router as leaderboard_router
 from healthcomp.users.routes import router as users_router
 
 log = logging.getLogger("healthcomp")
@@ -96,6 +99,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(health_router)
-    app.include_router(users_router, prefix="/api/v1")
+    for router in (users_router, competitions_router, activity_router, leaderboard_router):
+        app.include_router(router, prefix="/api/v1")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

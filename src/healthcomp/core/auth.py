@@ -94,8 +94,14 @@ class JWKSCache:
             self._client = httpx.AsyncClient(timeout=self.timeout)
         resp = await self._client.get(self.url, headers={"Accept": "application/json"})
         resp.raise_for_status()
+        document = resp.json()
+        raw_keys = document.get("keys") if isinstance(document, dict) else None
+        if not isinstance(raw_keys, list):
+            raise ValueError("the JWKS document has no list of keys")
         keys: dict[str, PyJWK] = {}
-        for raw in resp.json().get("keys", []):
+        for raw in raw_keys:
+            if not isinstance(raw, dict):
+                continue
             alg = raw.get("alg") or {"EC": "ES256", "RSA": "RS256"}.get(raw.get("kty", ""))
             if alg not in _KTY_FOR_ALG or raw.get("use", "sig") != "sig":
                 continue

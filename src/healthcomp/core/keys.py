@@ -13,16 +13,15 @@ another key.
 | `P:{u:U}:rec` | hash | `<day>\\|<source>` -> `steps,distance,calories,active_minutes,synced_at` |
 | `P:{u:U}:eff` | hash | `<day>` -> JSON `{v: [s,d,c,a], src: [...], t: synced_at}` (max across sources) |
 | `P:{u:U}:comps` | set | ids of competitions the user joined (an index; the competition is the truth) |
-| `P:{u:U}:dirty` | hash | `<competition>` -> days still to push into it (a crashed sync's repair list) |
+| `P:{u:U}:dirty` | hash | `<competition>\\|<day>` -> sequence: days still to push (crash repair) |
 | `P:{c:C}:meta` | hash | the competition's fields (JSON values) |
 | `P:{c:C}:lb` | zset | participant -> composite score (score, then who reached it first) |
 | `P:{c:C}:entry` | hash | participant -> JSON totals, score, reached_at, synced and joined times |
-| `P:{c:C}:day` | hash | `<user>\\|<day>` -> `steps,distance,calories,active_minutes` pushed for that day |
+| `P:{c:C}:d:U` | hash | `<day>` -> `ver,steps,distance,calories,active_minutes` as pushed into C for user U |
 | `P:{c:C}:names` | hash | participant -> display name (copied from the profile, for one-trip pages) |
 | `P:{c:C}:adj` | hash | participant -> JSON adjustment offsets of trusted score writes |
 | `P:{c:C}:audit` | list | JSON audit records (trusted writes, cancels), newest last |
 | `P:competitions` | zset | competition id -> created_at (epoch ms), for listing |
-| `P:dirty-users` | set | users with a non-empty `dirty` hash (crash repair sweeps it) |
 """
 
 from __future__ import annotations
@@ -79,8 +78,9 @@ class Keys:
     def entries(self, competition_id: str) -> str:
         return f"{self._c(competition_id)}:entry"
 
-    def days(self, competition_id: str) -> str:
-        return f"{self._c(competition_id)}:day"
+    def participant_days(self, competition_id: str, user_id: str) -> str:
+        assert ID_RE.fullmatch(user_id), user_id
+        return f"{self._c(competition_id)}:d:{user_id}"
 
     def names(self, competition_id: str) -> str:
         return f"{self._c(competition_id)}:names"
@@ -94,9 +94,6 @@ class Keys:
     # --- global indexes (each a single key, so single-slot) ---------------------
     def competitions(self) -> str:
         return f"{self.prefix}:competitions"
-
-    def dirty_users(self) -> str:
-        return f"{self.prefix}:dirty-users"
 
     def health_probe(self) -> str:
         return f"{self.prefix}:health"

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _PLACEHOLDERS = {"changeme", "change-me", "secret", "your-jwt-secret", "super-secret", ""}
 
@@ -40,8 +40,9 @@ class Settings(BaseSettings):
     key_prefix: str = Field(
         "hc", pattern=r"^[A-Za-z0-9_.-]{1,32}$", validation_alias="HC_KEY_PREFIX"
     )
-    # JWT algorithms accepted; asymmetric ones need SUPABASE_URL (JWKS).
-    jwt_algorithms: list[str] = Field(
+    # JWT algorithms accepted; asymmetric ones need SUPABASE_URL (JWKS). Comma-separated
+    # in the environment: NoDecode keeps pydantic-settings from parsing it as JSON first.
+    jwt_algorithms: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["HS256", "ES256", "RS256"], validation_alias="HC_JWT_ALGORITHMS"
     )
     jwt_leeway_seconds: int = Field(30, ge=0, le=300, validation_alias="HC_JWT_LEEWAY")

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from healthcomp.core.deps import Ctx, CurrentUser
+from fastapi import APIRouter, Path
+
+from healthcomp.competitions import repo as competitions
+from healthcomp.core.deps import Ctx, CurrentPrincipal, CurrentUser
+from healthcomp.core.keys import ID_PATTERN
 from healthcomp.core.responses import Envelope, JSONBytes, ok
+from healthcomp.leaderboard import service as leaderboard
 from healthcomp.users import repo
 from healthcomp.users.schemas import Profile, ProfileUpdate
 
@@ -29,4 +34,17 @@ async def put_profile(ctx: Ctx, user: CurrentUser, body: ProfileUpdate) -> JSONB
         body.avatar_url,
         set_avatar="avatar_url" in body.model_fields_set,
     )
+    if body.display_name is not None:
+        await competitions.rename_everywhere(ctx, profile.user_id, profile.display_name)
     return ok(profile, "Profile updated.")
+
+
+@router.get(
+    "/{user_id}/competitions",
+    summary="The user's competitions with score and rank (self or service)",
+)
+async def user_competitions(
+    ctx: Ctx, principal: CurrentPrincipal, user_id: Annotated[str, Path(pattern=ID_PATTERN)]
+) -> JSONBytes:
+    principal.require_self_or_service(user_id)
+    return ok({"user_id": user_id, "competitions": await leaderboard.standings_of(ctx, user_id)})

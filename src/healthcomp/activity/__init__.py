@@ -1,0 +1,1 @@
+"""Activity: daily records per source, sync into competitions, history and stats."""

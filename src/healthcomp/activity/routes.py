@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query
+
+from healthcomp.activity import repo, service, stats
+from healthcomp.activity.schemas import Batch, Record, SyncResult
+from healthcomp.competitions import repo as competitions_repo
+from healthcomp.competitions import service as competitions
+from healthcomp.core.auth import Principal
+from healthcomp.core.clock import from_ms
+from healthcomp.core.context import AppContext
+from healthcomp.core.deps import Ctx, CurrentPrincipal
+from healthcomp.core.errors import Forbidden, NotFound, ValidationFailed
+from healthcomp.core.keys import ID_PATTERN
+from healthcomp.core.responses import Envelope, JSONBytes, ok
+from healthcomp.leaderboard import repo as boards
+from healthcomp.leaderboard import service as leaderboard
+from healthcomp.leaderboard.repo import METRIC_NAMES
+
+router = APIRouter(prefix="/fitness", tags=["activity"])
+
+CompetitionQuery = Annotated[str | None, Query(pattern=ID_PATTERN)]
+MAX_HISTORY_DAYS = 366
+
+
+@router.post(
+    "/sync",
+    response_model=Envelope[SyncResult],
+    summary="Upsert daily activity: one record, or {records: [...]}",
+    description=(
+        "Each record is the day's cumulative total from one source: it replaces the "
+        "previous value for (user, day, source), never adds. The day's effective value "
+        "is the maximum across sources. All records are validated before any is stored."
+    ),
+)
+async def sync(
+    ctx: Ctx,
+    principal: CurrentPrincipal,
+    body: Annotated[Batch | Record, Body()],
+) -> JSONBytes:
+    batch = body if isinstance(body, Batch) else Batch(records=[body])
+    result = await service.sync(ctx, principal, batch)
+    return ok(result, "Activity synced.")
+
+
+async def _check_access(
+    ctx: AppContext, principal: Principal, user_id: str, competition_id: str | None
+) -> None:
+    """Self or service; a co-participant may look when naming the competition."""
+    if competition_id is not None:
+        stored = await competitions.get(ctx, competition_id)
+        if not await competitions_repo.is_participant(ctx, competition_id, user_id):
+            raise NotFound(
+                f"'{user_id}' does not take part in '{competition_id}'.",
+                error="participant_not_found",
+            )
+        if principal.is_service or principal.user_id in (user_id, stored.organizer):
+            return
+        assert principal.user_id is not None
+        if await competitions_repo.is_participant(ctx, competition_id, principal.user_id):
+            return
+        raise Forbidden("Only co-participants may see this user's stats.", error="forbidden")
+    principal.require_self_or_service(user_id)
+    if not await repo.user_exists(ctx, user_id):
+        raise NotFound(f"No user '{user_id}'.", error="user_not_found")
+
+
+@router.get("/stats/{user_id}", summary="Totals, averages, streaks, per-competition standing")
+async def user_stats(
+    ctx: Ctx,
+    principal: CurrentPrincipal,
+    user_id: Annotated[str, Path(pattern=ID_PATTERN)],
+    competition_id: CompetitionQuery = None,
+    step_goal: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+) -> JSONBytes:
+    await _check_access(ctx, principal, user_id, competition_id)
+    await service.repair(ctx, user_id)
+    goal = step_goal or ctx.settings.step_goal
+    today = ctx.clock.today()
+    days = stats.parse_days(await repo.effective_days(ctx, user_id))
+    data: dict[str, Any] = {"user_id": user_id}
+    if competition_id is not None:
+        stored = await competitions.get(ctx, competition_id)
+        window = {d: v for d, v in days.items() if stored.start <= d <= stored.end}
+        standing = await boards.standing(ctx, competition_id, user_id)
+        assert standing is not None
+        last = min(today, stored.end)
+        data.update(stats.summary(window, goal, last))
+        data["competition"] = {
+            "competition_id": competition_id,
+            "metric": stored.doc["metric"],
+            "score": standing.score,
+            "rank": standing.rank,
+            "gap_to_next_rank": standing.gap_to_next,
+            "participant_count": stored.participant_count,
+            "projected_final_score": stats.projection(
+                standing.score, stored.start, stored.end, today
+            ),
+            "start_date": stored.doc["start_date"],
+            "end_date": stored.doc["end_date"],
+        }
+    else:
+        data.update(stats.summary(days, goal, today))
+        data["competitions"] = await leaderboard.standings_of(ctx, user_id)
+    return ok(data)
+
+
+@router.get("/history/{user_id}", summary="Daily records in a date range, per source")
+async def history(
+    ctx: Ctx,
+    principal: CurrentPrincipal,
+    user_id: Annotated[str, Path(pattern=ID_PATTERN)],
+    from_: Annotated[date | None, Query(alias="from")] = None,
+    to: Annotated[date | None, Query()] = None,
+    competition_id: CompetitionQuery = None,
+) -> JSONBytes:
+    await _check_access(ctx, principal, user_id, competition_id)
+    last = to or ctx.clock.today()
+    first = from_ or last - timedelta(days=29)
+    if first > last:
+        raise ValidationFailed(
+            "'from' must not be after 'to'.",
+            details=[{"field": "from", "message": "after 'to'", "type": "value_error"}],
+        )
+    if (last - first).days + 1 > MAX_HISTORY_DAYS:
+        raise ValidationFailed(
+            f"A history range covers at most {MAX_HISTORY_DAYS} days.",
+            details=[{"field": "from", "message": "range too long", "type": "value_error"}],
+        )
+    effective = await repo.effective_days(ctx, user_id)
+    sources = await repo.source_records(ctx, user_id)
+    per_day: dict[str, dict[str, Any]] = {}
+    for field, value in sources.items():
+        day, source = field.split("|", 1)
+        if not first.isoformat() <= day <= last.isoformat():
+            continue
+        parts = [int(x) for x in value.split(",")]
+        per_day.setdefault(day, {})[source] = {
+            **dict(zip(METRIC_NAMES, parts[:4], strict=True)),
+            "synced_at": from_ms(parts[4]),
+        }
+    days = []
+    for day in sorted(per_day):
+        eff = effective.get(day)
+        values = eff["v"] if eff else [0, 0, 0, 0]
+        days.append(
+            {
+                "date": day,
+                **dict(zip(METRIC_NAMES, values, strict=True)),
+                "sources": per_day[day],
+                "last_synced_at": from_ms(int(eff["t"])) if eff else None,
+            }
+        )
+    return ok({"user_id": user_id, "from": first.isoformat(), "to": last.isoformat(), "days": days})

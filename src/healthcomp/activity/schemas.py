@@ -1,0 +1,67 @@
+"""Sync bodies (SPEC §6.1): the seed's single record, or a batch of records."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from healthcomp.core.keys import ID_PATTERN
+
+MAX_BATCH = 400
+SOURCE_PATTERN = r"^[A-Za-z0-9_.-]{1,32}$"
+UserId = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+def _local_day(value: Any) -> Any:
+    """A bare date, or a datetime whose own (local) calendar date is taken."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, str) and len(value) > 10:
+        try:
+            return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).date()
+        except ValueError:
+            return value
+    return value
+
+
+class Record(BaseModel):
+    """One day's cumulative totals from one source. Re-sending replaces, never adds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: UserId | None = None
+    competition_id: Annotated[str, Field(pattern=ID_PATTERN)] | None = None
+    date: dt.date = Field(examples=["2026-11-10", "2026-11-10T21:30:00-08:00"])
+    steps: int = Field(0, ge=0, le=100_000)
+    distance: float = Field(0, ge=0, le=250_000, description="metres")
+    calories: float = Field(0, ge=0, le=15_000, description="kcal")
+    active_minutes: int = Field(0, ge=0, le=1_440)
+    source: str = Field("google_fit", pattern=SOURCE_PATTERN)
+
+    _day = field_validator("date", mode="before")(_local_day)
+
+    def values(self) -> tuple[int, int, int, int]:
+        # Whole metres and kcal: halves round to even, never through the float twice.
+        return (self.steps, round(self.distance), round(self.calories), self.active_minutes)
+
+
+class Batch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: UserId | None = None
+    competition_id: Annotated[str, Field(pattern=ID_PATTERN)] | None = None
+    records: list[Record] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class CompetitionResult(BaseModel):
+    competition_id: str
+    score: int
+    rank: int
+    previous_rank: int
+
+
+class SyncResult(BaseModel):
+    records_accepted: int
+    competitions: list[CompetitionResult]

@@ -1,0 +1,1 @@
+"""Competitions: create, edit, join, leave, cancel; status from dates and actions."""

@@ -1,0 +1,193 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from healthcomp.competitions import repo, service
+from healthcomp.competitions.schemas import (
+    Competition,
+    CompetitionCreate,
+    CompetitionId,
+    CompetitionPage,
+    CompetitionUpdate,
+    Status,
+)
+from healthcomp.core.deps import Ctx, CurrentPrincipal
+from healthcomp.core.errors import ValidationFailed
+from healthcomp.core.keys import ID_PATTERN
+from healthcomp.core.responses import Envelope, JSONBytes, ok
+from healthcomp.leaderboard import repo as boards
+from healthcomp.leaderboard.schemas import Leaderboard
+from healthcomp.leaderboard.service import entry_view
+
+router = APIRouter(prefix="/competitions", tags=["competitions"])
+
+
+class Membership(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: Annotated[str, Field(pattern=ID_PATTERN)] | None = Field(
+        None, description="Defaults to the caller; only the service role may name another."
+    )
+
+
+class Reason(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field("", max_length=500)
+
+
+class MembershipResult(BaseModel):
+    competition_id: str
+    user_id: str
+    participant_count: int
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=Envelope[Competition],
+    summary="Create a competition; the caller is its organizer",
+)
+async def create(ctx: Ctx, principal: CurrentPrincipal, body: CompetitionCreate) -> JSONBytes:
+    stored = await service.create(ctx, principal, body)
+    return ok(stored.view(ctx.clock.now()), "Competition created.", status=201)
+
+
+@router.get("", response_model=Envelope[CompetitionPage], summary="List competitions")
+async def list_competitions(
+    ctx: Ctx,
+    principal: CurrentPrincipal,
+    status: Annotated[Status | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> JSONBytes:
+    now = ctx.clock.now()
+    total = await repo.count_all(ctx)
+    items: list[dict[str, Any]] = []
+    if status is None:
+        ids = await repo.list_ids(ctx, offset, limit)
+        for stored in await repo.load_many(ctx, ids):
+            if stored is not None:
+                items.append(stored.view(now))
+        # The index may hold an id whose creation was interrupted; it is not listed.
+    else:
+        matched, cursor, chunk = 0, 0, 200
+        total = 0
+        while True:
+            ids = await repo.list_ids(ctx, cursor, chunk)
+            if not ids:
+                break
+            for stored in await repo.load_many(ctx, ids):
+                if stored is None or stored.status(now) != status:
+                    continue
+                if offset <= matched < offset + limit:
+                    items.append(stored.view(now))
+                matched += 1
+            cursor += chunk
+        total = matched
+    return ok({"items": items, "total_count": total, "limit": limit, "offset": offset})
+
+
+@router.get("/{competition_id}", response_model=Envelope[Competition], summary="One competition")
+async def get_one(
+    ctx: Ctx, principal: CurrentPrincipal, competition_id: CompetitionId
+) -> JSONBytes:
+    stored = await service.get(ctx, competition_id)
+    return ok(stored.view(ctx.clock.now()))
+
+
+@router.patch(
+    "/{competition_id}",
+    response_model=Envelope[Competition],
+    summary="Edit (organizer or service); scoring and money rules only before the start",
+)
+async def edit(
+    ctx: Ctx, principal: CurrentPrincipal, competition_id: CompetitionId, body: CompetitionUpdate
+) -> JSONBytes:
+    stored = await service.update(ctx, principal, competition_id, body)
+    return ok(stored.view(ctx.clock.now()), "Competition updated.")
+
+
+@router.post(
+    "/{competition_id}/join",
+    response_model=Envelope[MembershipResult],
+    summary="Join before the end, within max_participants",
+)
+async def join(
+    ctx: Ctx,
+    principal: CurrentPrincipal,
+    competition_id: CompetitionId,
+    body: Membership | None = None,
+) -> JSONBytes:
+    user_id = (body.user_id if body else None) or principal.user_id or ""
+    if not user_id:
+        raise ValidationFailed("A service call must name the user_id.")
+    count = await service.join(ctx, principal, competition_id, user_id)
+    data = {"competition_id": competition_id, "user_id": user_id, "participant_count": count}
+    return ok(data, "Joined.")
+
+
+@router.post(
+    "/{competition_id}/leave",
+    response_model=Envelope[MembershipResult],
+    summary="Leave before the end; your scores in it are removed",
+)
+async def leave(
+    ctx: Ctx,
+    principal: CurrentPrincipal,
+    competition_id: CompetitionId,
+    body: Membership | None = None,
+) -> JSONBytes:
+    user_id = (body.user_id if body else None) or principal.user_id or ""
+    if not user_id:
+        raise ValidationFailed("A service call must name the user_id.")
+    count = await service.leave(ctx, principal, competition_id, user_id)
+    data = {"competition_id": competition_id, "user_id": user_id, "participant_count": count}
+    return ok(data, "Left.")
+
+
+@router.get(
+    "/{competition_id}/participants",
+    response_model=Envelope[Leaderboard],
+    summary="Participants in rank order (participants, organizer, service)",
+)
+async def participants(
+    ctx: Ctx,
+    principal: CurrentPrincipal,
+    competition_id: CompetitionId,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> JSONBytes:
+    stored = await service.get(ctx, competition_id)
+    await service.require_participant_or_organizer(ctx, stored, principal)
+    page = await boards.page(
+        ctx, competition_id, offset=offset, limit=limit, caller=principal.user_id
+    )
+    assert page is not None
+    return ok(
+        {
+            "competition_id": competition_id,
+            "entries": [entry_view(competition_id, row) for row in page.rows],
+            "total_count": page.total,
+            "offset": page.start,
+            "limit": limit,
+            "me": entry_view(competition_id, page.caller) if page.caller else None,
+            "updated_at": None,
+        }
+    )
+
+
+@router.post(
+    "/{competition_id}/cancel",
+    response_model=Envelope[Competition],
+    summary="Cancel (organizer or service)",
+)
+async def cancel(
+    ctx: Ctx,
+    principal: CurrentPrincipal,
+    competition_id: CompetitionId,
+    body: Reason | None = None,
+) -> JSONBytes:
+    stored = await service.cancel(ctx, principal, competition_id, body.reason if body else "")
+    return ok(stored.view(ctx.clock.now()), "Competition cancelled.")

@@ -1,0 +1,202 @@
+"""Competition bodies and views (SPEC §6.2), validated field by field."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from healthcomp.core.keys import ID_PATTERN
+from healthcomp.core.money import ISO_4217
+
+Metric = Literal["steps", "distance", "calories", "active_minutes"]
+METRICS: tuple[Metric, ...] = ("steps", "distance", "calories", "active_minutes")
+# Per-day caps (SPEC §6.1); also the bound of a goal's daily target.
+DAILY_CAPS: dict[str, int] = {
+    "steps": 100_000,
+    "distance": 250_000,
+    "calories": 15_000,
+    "active_minutes": 1_440,
+}
+MAX_WINDOW_DAYS = 366
+MAX_CENTS = 10**12
+Status = Literal["upcoming", "active", "ended", "finalized", "cancelled"]
+CompetitionId = Annotated[str, Field(pattern=ID_PATTERN, examples=["nov-10k"])]
+
+
+class TopN(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scheme: Literal["top_n"] = "top_n"
+    percentages: list[Decimal] = Field(
+        default_factory=lambda: [Decimal(60), Decimal(30), Decimal(10)],
+        min_length=1,
+        max_length=100,
+    )
+
+    @field_validator("percentages")
+    @classmethod
+    def _sum_to_100(cls, value: list[Decimal]) -> list[Decimal]:
+        if any(p <= 0 for p in value):
+            raise ValueError("every percentage must be above 0")
+        if any(p.as_tuple().exponent < -2 for p in value):  # type: ignore[operator]
+            raise ValueError("percentages have at most 2 decimal places")
+        if sum(value) != 100:
+            raise ValueError(f"percentages must add up to 100, not {sum(value)}")
+        return value
+
+
+class WinnerTakesAll(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scheme: Literal["winner_takes_all"]
+
+
+class QualifiersSplit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scheme: Literal["qualifiers_split"]
+
+
+Payout = Annotated[TopN | WinnerTakesAll | QualifiersSplit, Field(discriminator="scheme")]
+
+
+class Goal(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    daily_target: int = Field(gt=0, le=250_000, examples=[10_000])
+    min_days: int = Field(ge=1, le=MAX_WINDOW_DAYS, examples=[20])
+
+
+def _currency(value: str) -> str:
+    if value not in ISO_4217:
+        raise ValueError("must be an ISO 4217 currency code such as USD or EUR")
+    return value
+
+
+class _Rules(BaseModel):
+    """Fields shared by create and edit; all optional here, required-ness below."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=120)
+    description: str | None = Field(None, max_length=2000)
+    metric: Metric | None = None
+    start_date: date | None = None
+    end_date: date | None = None
+    format: Literal["ranked", "goal"] | None = None
+    goal: Goal | None = None
+    entry_fee_cents: int | None = Field(None, ge=0, le=MAX_CENTS)
+    currency: str | None = Field(None, min_length=3, max_length=3)
+    prize_pool_cents: int | None = Field(None, ge=0, le=MAX_CENTS)
+    rake_percent: Decimal | None = Field(None, ge=0, le=100, decimal_places=2)
+    payout: Payout | None = None
+    min_participants: int | None = Field(None, ge=1, le=1_000_000)
+    max_participants: int | None = Field(None, ge=1, le=10_000_000)
+    grace_hours: int | None = Field(None, ge=0, le=168)
+
+    @field_validator("currency")
+    @classmethod
+    def _iso(cls, value: str | None) -> str | None:
+        return None if value is None else _currency(value)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = " ".join(value.split())
+        if not value:
+            raise ValueError("must not be blank")
+        return value
+
+
+class CompetitionCreate(_Rules):
+    id: CompetitionId | None = None
+    name: str = Field(min_length=1, max_length=120, examples=["November 10k a day"])
+    metric: Metric = "steps"
+    start_date: date = Field(examples=["2026-11-01"])
+    end_date: date = Field(examples=["2026-11-30"])
+    format: Literal["ranked", "goal"] = "ranked"
+    entry_fee_cents: int = Field(0, ge=0, le=MAX_CENTS)
+    currency: str = Field("USD", min_length=3, max_length=3)
+    prize_pool_cents: int = Field(0, ge=0, le=MAX_CENTS)
+    rake_percent: Decimal = Field(Decimal(0), ge=0, le=100, decimal_places=2)
+    min_participants: int = Field(1, ge=1, le=1_000_000)
+    grace_hours: int = Field(24, ge=0, le=168)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> CompetitionCreate:
+        check_rules(self.model_dump())
+        return self
+
+
+class CompetitionUpdate(_Rules):
+    """PATCH: only the fields given change."""
+
+
+def check_rules(doc: dict[str, Any]) -> None:
+    """Cross-field rules of a whole competition (after create, or after a patch)."""
+    start, end = doc["start_date"], doc["end_date"]
+    if isinstance(start, str):
+        start, end = date.fromisoformat(start), date.fromisoformat(end)
+    if end < start:
+        raise ValueError("end_date must not be before start_date")
+    if (end - start).days + 1 > MAX_WINDOW_DAYS:
+        raise ValueError(f"a competition lasts at most {MAX_WINDOW_DAYS} days")
+    maxp = doc.get("max_participants")
+    if maxp is not None and maxp < doc["min_participants"]:
+        raise ValueError("min_participants must not exceed max_participants")
+    payout = doc.get("payout")
+    scheme = payout.get("scheme") if isinstance(payout, dict) else None
+    if doc["format"] == "goal":
+        goal = doc.get("goal")
+        if goal is None:
+            raise ValueError("a goal competition needs goal {daily_target, min_days}")
+        if goal["min_days"] > (end - start).days + 1:
+            raise ValueError("goal.min_days exceeds the number of days in the competition")
+        if goal["daily_target"] > DAILY_CAPS[doc["metric"]]:
+            raise ValueError("goal.daily_target exceeds the daily cap of the metric")
+    else:
+        if doc.get("goal") is not None:
+            raise ValueError("goal is only for format 'goal'")
+        if scheme == "qualifiers_split":
+            raise ValueError("payout 'qualifiers_split' is only for format 'goal'")
+
+
+class Money(BaseModel):
+    cents: int
+    amount: str
+    currency: str
+
+
+class Competition(BaseModel):
+    id: str
+    name: str
+    description: str
+    metric: Metric
+    start_date: date
+    end_date: date
+    format: Literal["ranked", "goal"]
+    goal: Goal | None
+    entry_fee_cents: int
+    currency: str
+    prize_pool_cents: int
+    rake_percent: Decimal
+    payout: dict[str, Any]
+    min_participants: int
+    max_participants: int | None
+    grace_hours: int
+    created_by: str
+    created_at: str
+    updated_at: str
+    status: Status
+    participant_count: int
+    entry_fee_amount: str
+    prize_pool_amount: str
+    accepts_syncs_until: str
+
+
+class CompetitionPage(BaseModel):
+    items: list[Competition]
+    total_count: int
+    limit: int
+    offset: int

@@ -1,0 +1,214 @@
+"""Competition rules: who may do what, and when."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from healthcomp.competitions import repo
+from healthcomp.competitions.model import Stored
+from healthcomp.competitions.schemas import (
+    CompetitionCreate,
+    CompetitionUpdate,
+)
+from healthcomp.core.auth import Principal
+from healthcomp.core.clock import rfc3339, to_ms
+from healthcomp.core.context import AppContext
+from healthcomp.core.errors import (
+    AppError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    ValidationFailed,
+    validation_details,
+)
+from healthcomp.users import repo as users
+
+# Fields that decide scores or money: editable only before the competition starts.
+RULE_FIELDS = frozenset(
+    {
+        "metric",
+        "start_date",
+        "end_date",
+        "format",
+        "goal",
+        "entry_fee_cents",
+        "currency",
+        "prize_pool_cents",
+        "rake_percent",
+        "payout",
+        "min_participants",
+        "max_participants",
+        "grace_hours",
+    }
+)
+MAX_DAYS_AHEAD = 365
+
+
+async def get(ctx: AppContext, cid: str) -> Stored:
+    stored = await repo.load(ctx, cid)
+    if stored is None:
+        raise NotFound(f"No competition '{cid}'.", error="competition_not_found")
+    return stored
+
+
+def require_organizer(stored: Stored, principal: Principal) -> None:
+    if principal.is_service or principal.user_id == stored.organizer:
+        return
+    raise Forbidden("Only the competition's organizer may do this.", error="not_organizer")
+
+
+async def require_participant_or_organizer(
+    ctx: AppContext, stored: Stored, principal: Principal
+) -> None:
+    if principal.is_service or principal.user_id == stored.organizer:
+        return
+    assert principal.user_id is not None
+    if not await repo.is_participant(ctx, stored.id, principal.user_id):
+        raise Forbidden(
+            "Only participants and the organizer may see this.", error="not_participant"
+        )
+
+
+def _json_doc(model: CompetitionCreate) -> dict[str, Any]:
+    doc = model.model_dump(mode="json")
+    doc["rake_percent"] = str(model.rake_percent)
+    if doc.get("payout") is None:
+        doc["payout"] = {"scheme": "top_n", "percentages": ["60", "30", "10"]}
+    elif "percentages" in doc["payout"]:
+        doc["payout"]["percentages"] = [str(p) for p in doc["payout"]["percentages"]]
+    return doc
+
+
+async def create(ctx: AppContext, principal: Principal, body: CompetitionCreate) -> Stored:
+    now = ctx.clock.now()
+    if body.start_date > (now + timedelta(days=MAX_DAYS_AHEAD)).date():
+        raise ValidationFailed(
+            f"start_date may be at most {MAX_DAYS_AHEAD} days ahead.",
+            details=[{"field": "start_date", "message": "too far ahead", "type": "value_error"}],
+        )
+    if principal.user_id is not None:
+        await users.ensure_profile(ctx, principal)
+    doc = _json_doc(body)
+    doc["id"] = body.id or str(uuid.uuid4())
+    doc["created_by"] = principal.user_id or "service"
+    doc["created_at"] = doc["updated_at"] = rfc3339(now)
+    doc["epoch_ms"] = to_ms(now)
+    if not await repo.create(ctx, doc, to_ms(now)):
+        raise Conflict(f"A competition '{doc['id']}' already exists.", error="competition_exists")
+    return await get(ctx, doc["id"])
+
+
+async def update(
+    ctx: AppContext, principal: Principal, cid: str, body: CompetitionUpdate
+) -> Stored:
+    for _ in range(5):  # optimistic: retried when another edit landed in between
+        stored = await get(ctx, cid)
+        require_organizer(stored, principal)
+        changes = body.model_dump(mode="json", exclude_unset=True)
+        now = ctx.clock.now()
+        status = stored.status(now)
+        if status in ("cancelled", "finalized"):
+            raise Conflict(f"The competition is {status}.", error="competition_closed")
+        touched_rules = sorted(RULE_FIELDS & changes.keys())
+        if touched_rules and status != "upcoming":
+            raise Conflict(
+                "Rules that affect scores or money can change only before the start: "
+                + ", ".join(touched_rules),
+                error="competition_started",
+            )
+        if not changes:
+            return stored
+        for name in ("name", "description"):
+            if name in changes and changes[name] is None:
+                raise ValidationFailed(f"{name} cannot be null.")
+        merged = {**stored.doc, **changes}
+        if "rake_percent" in changes:
+            merged["rake_percent"] = str(body.rake_percent)
+        if "payout" in changes and changes["payout"] and "percentages" in changes["payout"]:
+            merged["payout"]["percentages"] = [str(p) for p in changes["payout"]["percentages"]]
+        if merged.get("payout") is None:
+            merged["payout"] = {"scheme": "top_n", "percentages": ["60", "30", "10"]}
+        try:
+            fields = CompetitionCreate.model_fields
+            CompetitionCreate.model_validate({k: v for k, v in merged.items() if k in fields})
+        except ValidationError as exc:
+            raise ValidationFailed(
+                "The edited competition is not valid.", details=validation_details(exc.errors())
+            ) from None
+        except ValueError as exc:
+            raise ValidationFailed(str(exc)) from None
+        maxp = merged.get("max_participants")
+        if maxp is not None and maxp < stored.participant_count:
+            raise Conflict(
+                f"max_participants is below the {stored.participant_count} who joined.",
+                error="too_many_participants",
+            )
+        merged["updated_at"] = rfc3339(now)
+        result = await repo.replace_doc(ctx, stored.doc, merged)
+        if result == 1:
+            return await get(ctx, cid)
+        if result == -3:
+            raise Conflict("The competition is closed.", error="competition_closed")
+        if result == -2:
+            break
+    raise Conflict("The competition changed meanwhile; try again.", error="edit_conflict")
+
+
+_JOIN_ERRORS: dict[int, AppError] = {
+    -2: NotFound("No such competition.", error="competition_not_found"),
+    -3: Conflict("The competition is closed.", error="competition_closed"),
+    -4: Conflict("The competition has ended.", error="competition_ended"),
+    -5: Conflict("You have already joined this competition.", error="already_joined"),
+    -6: Conflict("The competition is full.", error="competition_full"),
+    -1: Conflict("You are not a participant of this competition.", error="not_participant"),
+}
+
+
+def _raise_code(code: int) -> None:
+    if code < 0:
+        err = _JOIN_ERRORS[code]
+        raise type(err)(err.message, error=err.error)
+
+
+async def join(ctx: AppContext, principal: Principal, cid: str, user_id: str) -> int:
+    from healthcomp.activity import service as activity
+
+    stored = await get(ctx, cid)
+    principal.require_self_or_service(user_id)
+    if principal.user_id == user_id:
+        profile = await users.ensure_profile(ctx, principal)
+        name = profile.display_name
+    else:
+        existing = await users.get_profile(ctx, user_id)
+        name = existing.display_name if existing else user_id
+    count = await repo.join(ctx, cid, user_id, to_ms(ctx.clock.now()), name)
+    _raise_code(count)
+    # Days the user already synced inside the window count from the moment they join.
+    await activity.backfill(ctx, user_id, stored)
+    return count
+
+
+async def leave(ctx: AppContext, principal: Principal, cid: str, user_id: str) -> int:
+    await get(ctx, cid)
+    principal.require_self_or_service(user_id)
+    count = await repo.leave(ctx, cid, user_id, to_ms(ctx.clock.now()))
+    _raise_code(count)
+    return count
+
+
+async def cancel(ctx: AppContext, principal: Principal, cid: str, reason: str) -> Stored:
+    stored = await get(ctx, cid)
+    require_organizer(stored, principal)
+    actor = principal.user_id or "service"
+    result = await repo.cancel(ctx, cid, to_ms(ctx.clock.now()), actor, reason)
+    if result == -3:
+        raise Conflict(
+            f"The competition is already {stored.status(ctx.clock.now())}.",
+            error="competition_closed",
+        )
+    _raise_code(result)
+    return await get(ctx, cid)

@@ -1,0 +1,1 @@
+"""Leaderboards: one sorted set per competition, ranks, pages, trusted writes."""

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from healthcomp.core.keys import ID_PATTERN
+
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+class Entry(BaseModel):
+    user_id: str
+    user_name: str
+    competition_id: str
+    score: int
+    rank: int
+    steps: int
+    distance: int
+    calories: int
+    active_minutes: int
+    last_synced_at: str | None
+    updated_at: str | None
+    joined_at: str | None
+
+
+class Leaderboard(BaseModel):
+    competition_id: str
+    entries: list[Entry]
+    total_count: int
+    offset: int
+    limit: int
+    me: Entry | None = Field(None, description="The caller's own entry, wherever it is.")
+    updated_at: str | None
+
+
+class ScoreUpdate(BaseModel):
+    """The seed's trusted write: absolute totals for one participant."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Id
+    competition_id: Id
+    steps: int | None = Field(None, ge=0, le=100_000 * 366)
+    distance: float | None = Field(None, ge=0, le=250_000 * 366)
+    calories: float | None = Field(None, ge=0, le=15_000 * 366)
+    active_minutes: int | None = Field(None, ge=0, le=1_440 * 366)
+    reason: str = Field("trusted score write", max_length=500)
+
+
+class ScoreUpdateResult(BaseModel):
+    entry: Entry
+    previous_rank: int
+    before: dict[str, int]
+    after: dict[str, int]
