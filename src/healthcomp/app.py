@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from redis.exceptions import RedisError
 
 from healthcomp import __version__
+from healthcomp.activity import service as activity_service
 from healthcomp.activity.routes import router as activity_router
 from healthcomp.competitions.routes import router as competitions_router
 from healthcomp.core.auth import Authenticator
@@ -60,6 +64,16 @@ def _connect(settings: Settings) -> tuple[RedisHandle, EmbeddedRedis | None]:
     return RedisHandle(create_client(url, settings), mode, url), embedded
 
 
+async def _repair_in_background(ctx: AppContext) -> None:
+    try:
+        repaired = await activity_service.repair_all(ctx)
+    except RedisError as exc:  # Redis down at start: the next sync of each user repairs
+        log.warning("start-up repair sweep skipped: %s", exc)
+        return
+    if repaired:
+        log.warning("pushed %d day(s) left by interrupted syncs", repaired)
+
+
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or get_settings()
     # Fails before anything starts when production has no way to verify tokens.
@@ -79,9 +93,13 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         app.state.ctx = ctx
         if handle.mode != "embedded":
             await warn_if_not_persistent(handle.client)
+        sweep = asyncio.create_task(_repair_in_background(ctx))
         try:
             yield
         finally:
+            sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweep
             await auth.aclose()
             await handle.close()
             if embedded is not None:

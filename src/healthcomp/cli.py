@@ -111,7 +111,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from healthcomp.demo import seed_demo_sync
 
-    seed_demo_sync(_settings(args), print_token=True, force=args.force)
+    seed_demo_sync(_settings(args), print_token=True)
     return 0
 
 
@@ -138,7 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="seed the demo competition and print a token")
     demo.add_argument("--data-dir", dest="data_dir", type=Path)
-    demo.add_argument("--force", action="store_true", help="seed again even if present")
     demo.set_defaults(func=cmd_demo)
     return parser
 

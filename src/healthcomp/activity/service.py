@@ -144,3 +144,13 @@ async def repair(ctx: AppContext, user_id: str) -> int:
     pushes = await repo.write(ctx, user_id, now_ms, [], [])
     await _push(ctx, user_id, pushes, now_ms)
     return len(pushes)
+
+
+async def repair_all(ctx: AppContext) -> int:
+    """Finish every sync a crash interrupted (run at start-up, in the background)."""
+    repaired = 0
+    pattern = f"{ctx.settings.key_prefix}:{{u:*}}:dirty"
+    async for key in ctx.r.scan_iter(match=pattern, count=1000):
+        user_id = str(key).split("{u:", 1)[1].split("}", 1)[0]
+        repaired += await repair(ctx, user_id)
+    return repaired
