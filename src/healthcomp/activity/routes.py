@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query
 
 from healthcomp.activity import repo, service, stats
-from healthcomp.activity.schemas import Batch, Record, SyncResult
+from healthcomp.activity.schemas import Batch, SyncBody, SyncResult
 from healthcomp.competitions import repo as competitions_repo
 from healthcomp.competitions import service as competitions
 from healthcomp.core.auth import Principal
@@ -39,7 +39,7 @@ MAX_HISTORY_DAYS = 366
 async def sync(
     ctx: Ctx,
     principal: CurrentPrincipal,
-    body: Annotated[Batch | Record, Body()],
+    body: Annotated[SyncBody, Body()],
 ) -> JSONBytes:
     batch = body if isinstance(body, Batch) else Batch(records=[body])
     result = await service.sync(ctx, principal, batch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 from healthcomp.core.keys import ID_PATTERN
 
@@ -65,3 +65,14 @@ class CompetitionResult(BaseModel):
 class SyncResult(BaseModel):
     records_accepted: int
     competitions: list[CompetitionResult]
+
+
+def _kind(value: Any) -> str:
+    return "batch" if isinstance(value, dict | Batch) and "records" in value else "record"
+
+
+# One record (the seed's body) or a batch; the errors name only the shape that was sent.
+SyncBody = Annotated[
+    Annotated[Batch, Tag("batch")] | Annotated[Record, Tag("record")],
+    Discriminator(_kind),
+]

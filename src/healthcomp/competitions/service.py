@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -83,13 +83,19 @@ def _json_doc(model: CompetitionCreate) -> dict[str, Any]:
     return doc
 
 
-async def create(ctx: AppContext, principal: Principal, body: CompetitionCreate) -> Stored:
-    now = ctx.clock.now()
-    if body.start_date > (now + timedelta(days=MAX_DAYS_AHEAD)).date():
+def _check_start_horizon(start: date, created: datetime) -> None:
+    # The ranking key counts seconds from creation in 26 bits (776 days): a start at
+    # most a year after creation keeps the whole window and grace inside it.
+    if start > (created + timedelta(days=MAX_DAYS_AHEAD)).date():
         raise ValidationFailed(
-            f"start_date may be at most {MAX_DAYS_AHEAD} days ahead.",
+            f"start_date may be at most {MAX_DAYS_AHEAD} days after the competition's creation.",
             details=[{"field": "start_date", "message": "too far ahead", "type": "value_error"}],
         )
+
+
+async def create(ctx: AppContext, principal: Principal, body: CompetitionCreate) -> Stored:
+    now = ctx.clock.now()
+    _check_start_horizon(body.start_date, now)
     if principal.user_id is not None:
         await users.ensure_profile(ctx, principal)
     doc = _json_doc(body)
@@ -141,6 +147,10 @@ async def update(
             ) from None
         except ValueError as exc:
             raise ValidationFailed(str(exc)) from None
+        _check_start_horizon(
+            date.fromisoformat(merged["start_date"]),
+            datetime.fromtimestamp(int(stored.doc["epoch_ms"]) / 1000, UTC),
+        )
         maxp = merged.get("max_participants")
         if maxp is not None and maxp < stored.participant_count:
             raise Conflict(

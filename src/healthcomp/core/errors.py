@@ -149,7 +149,9 @@ def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
     """Pydantic errors as `{field, message, type}` items, the field as a dotted path."""
     out: list[dict[str, Any]] = []
     for err in errors:
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        # "batch"/"record" are the tags of the sync body's two shapes, not fields.
+        skip = ("body", "query", "path", "batch", "record")
+        loc = [str(p) for p in err.get("loc", ()) if p not in skip]
         item: dict[str, Any] = {
             "field": ".".join(loc) or None,
             "message": str(err.get("msg", "invalid")),
