@@ -19,7 +19,7 @@ from healthcomp.competitions.routes import router as competitions_router
 from healthcomp.core.auth import Authenticator
 from healthcomp.core.clock import Clock
 from healthcomp.core.context import AppContext
-from healthcomp.core.embedded import DataDirLocked, EmbeddedRedis
+from healthcomp.core.embedded import EmbeddedRedis, start_or_share
 from healthcomp.core.errors import install_error_handlers
 from healthcomp.core.keys import Keys
 from healthcomp.core.middleware import BodyLimit
@@ -48,18 +48,7 @@ def _connect(settings: Settings) -> tuple[RedisHandle, EmbeddedRedis | None]:
     elif os.environ.get(EMBEDDED_URL_ENV):
         url, mode = os.environ[EMBEDDED_URL_ENV], "embedded"
     else:
-        embedded = EmbeddedRedis(settings.data_dir)
-        try:
-            url = embedded.start()
-        except DataDirLocked:
-            embedded = None
-            running = EmbeddedRedis.url_of_running(settings.data_dir)
-            if running is None:
-                raise RuntimeError(
-                    f"{settings.data_dir} is locked by another process whose Redis is not up"
-                ) from None
-            log.info("data directory in use by another process; sharing its redis")
-            url = running
+        url, embedded = start_or_share(settings.data_dir)
         mode = "embedded"
     return RedisHandle(create_client(url, settings), mode, url), embedded
 

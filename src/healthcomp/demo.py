@@ -20,7 +20,7 @@ from healthcomp.competitions.schemas import CompetitionCreate
 from healthcomp.core.auth import SERVICE, Authenticator, Principal, mint_token
 from healthcomp.core.clock import Clock
 from healthcomp.core.context import AppContext
-from healthcomp.core.embedded import DataDirLocked, EmbeddedRedis
+from healthcomp.core.embedded import EmbeddedRedis, start_or_share
 from healthcomp.core.keys import Keys
 from healthcomp.core.redis import RedisHandle, create_client
 from healthcomp.core.settings import Settings
@@ -156,14 +156,7 @@ def seed_demo_sync(settings: Settings, *, print_token: bool = False) -> None:
     embedded: EmbeddedRedis | None = None
     url = settings.redis_url or os.environ.get("HC_EMBEDDED_URL")
     if not url:
-        embedded = EmbeddedRedis(settings.data_dir)
-        try:
-            url = embedded.start()
-        except DataDirLocked:
-            embedded = None
-            url = EmbeddedRedis.url_of_running(settings.data_dir)
-            if url is None:
-                raise SystemExit(f"{settings.data_dir} is locked by another process") from None
+        url, embedded = start_or_share(settings.data_dir)
     try:
         created = asyncio.run(_seed_with(settings, url))
     finally:

@@ -85,7 +85,9 @@ async def test_create_join_sync_rank(client: httpx.AsyncClient) -> None:
 
     r = await client.get("/api/v1/fitness/stats/b?competition_id=nov", headers=auth("a"))
     assert r.status_code == 200, r.text
-    r = await client.get("/api/v1/fitness/history/a?from=2026-11-01&to=2026-11-10", headers=auth("a"))
+    r = await client.get(
+        "/api/v1/fitness/history/a?from=2026-11-01&to=2026-11-10", headers=auth("a")
+    )
     day = r.json()["data"]["days"][0]
     assert day["steps"] == 8000 and set(day["sources"]) == {"phone", "watch"}
 

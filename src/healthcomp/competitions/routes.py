@@ -14,13 +14,14 @@ from healthcomp.competitions.schemas import (
     CompetitionUpdate,
     Status,
 )
+from healthcomp.core.auth import Principal
 from healthcomp.core.deps import Ctx, CurrentPrincipal
 from healthcomp.core.errors import ValidationFailed
 from healthcomp.core.keys import ID_PATTERN
 from healthcomp.core.responses import Envelope, JSONBytes, ok
 from healthcomp.leaderboard import repo as boards
 from healthcomp.leaderboard.schemas import Leaderboard
-from healthcomp.leaderboard.service import entry_view
+from healthcomp.leaderboard.service import board_view
 
 router = APIRouter(prefix="/competitions", tags=["competitions"])
 
@@ -41,6 +42,20 @@ class MembershipResult(BaseModel):
     competition_id: str
     user_id: str
     participant_count: int
+
+
+def _member(principal: Principal, body: Membership | None) -> str:
+    user_id = (body.user_id if body else None) or principal.user_id
+    if not user_id:
+        raise ValidationFailed(
+            "A service call must name the user_id.",
+            details=[{"field": "user_id", "message": "required", "type": "missing"}],
+        )
+    return user_id
+
+
+def _membership(cid: str, user_id: str, count: int) -> dict[str, Any]:
+    return {"competition_id": cid, "user_id": user_id, "participant_count": count}
 
 
 @router.post(
@@ -120,12 +135,9 @@ async def join(
     competition_id: CompetitionId,
     body: Membership | None = None,
 ) -> JSONBytes:
-    user_id = (body.user_id if body else None) or principal.user_id or ""
-    if not user_id:
-        raise ValidationFailed("A service call must name the user_id.")
+    user_id = _member(principal, body)
     count = await service.join(ctx, principal, competition_id, user_id)
-    data = {"competition_id": competition_id, "user_id": user_id, "participant_count": count}
-    return ok(data, "Joined.")
+    return ok(_membership(competition_id, user_id, count), "Joined.")
 
 
 @router.post(
@@ -139,12 +151,9 @@ async def leave(
     competition_id: CompetitionId,
     body: Membership | None = None,
 ) -> JSONBytes:
-    user_id = (body.user_id if body else None) or principal.user_id or ""
-    if not user_id:
-        raise ValidationFailed("A service call must name the user_id.")
+    user_id = _member(principal, body)
     count = await service.leave(ctx, principal, competition_id, user_id)
-    data = {"competition_id": competition_id, "user_id": user_id, "participant_count": count}
-    return ok(data, "Left.")
+    return ok(_membership(competition_id, user_id, count), "Left.")
 
 
 @router.get(
@@ -165,17 +174,7 @@ async def participants(
         ctx, competition_id, offset=offset, limit=limit, caller=principal.user_id
     )
     assert page is not None
-    return ok(
-        {
-            "competition_id": competition_id,
-            "entries": [entry_view(competition_id, row) for row in page.rows],
-            "total_count": page.total,
-            "offset": page.start,
-            "limit": limit,
-            "me": entry_view(competition_id, page.caller) if page.caller else None,
-            "updated_at": None,
-        }
-    )
+    return ok(board_view(competition_id, page, limit))
 
 
 @router.post(

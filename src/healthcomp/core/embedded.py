@@ -241,3 +241,21 @@ class EmbeddedRedis:
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
+
+
+def start_or_share(data_dir: Path) -> tuple[str, EmbeddedRedis | None]:
+    """Start the data directory's server, or share the one another process owns.
+
+    Returns the URL and the server to stop later (None when shared).
+    """
+    server = EmbeddedRedis(data_dir)
+    try:
+        return server.start(), server
+    except DataDirLocked:
+        url = EmbeddedRedis.url_of_running(data_dir)
+        if url is None:
+            raise RuntimeError(
+                f"{data_dir} is locked by another process whose Redis is not up"
+            ) from None
+        log.info("data directory in use by another process; sharing its redis at %s", url)
+        return url, None

@@ -55,6 +55,10 @@ async def leaderboard(
     )
     if page is None:
         raise NotFound(f"'{around}' is not on this leaderboard.", error="participant_not_found")
+    return board_view(cid, page, limit)
+
+
+def board_view(cid: str, page: repo.Page, limit: int) -> dict[str, Any]:
     return {
         "competition_id": cid,
         "entries": [entry_view(cid, row) for row in page.rows],
