@@ -130,6 +130,10 @@ async def history(
             f"A history range covers at most {MAX_HISTORY_DAYS} days.",
             details=[{"field": "from", "message": "range too long", "type": "value_error"}],
         )
+    if competition_id is not None:
+        # Seen through a competition: only that competition's days.
+        stored = await competitions.get(ctx, competition_id)
+        first, last = max(first, stored.start), min(last, stored.end)
     effective = await repo.effective_days(ctx, user_id)
     sources = await repo.source_records(ctx, user_id)
     per_day: dict[str, dict[str, Any]] = {}

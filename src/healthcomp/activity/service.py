@@ -154,3 +154,17 @@ async def repair_all(ctx: AppContext) -> int:
         user_id = str(key).split("{u:", 1)[1].split("}", 1)[0]
         repaired += await repair(ctx, user_id)
     return repaired
+
+
+async def rescore(ctx: AppContext, stored: Stored) -> None:
+    """Recount every participant from their stored days (window/metric/goal changed)."""
+    now_ms = to_ms(ctx.clock.now())
+    start = 0
+    while True:
+        users = await boards.participants(ctx, stored.id, start, 500)
+        for user_id in users:
+            await boards.reset(ctx, stored.id, user_id, now_ms)
+            await backfill(ctx, user_id, stored)
+        if len(users) < 500:
+            return
+        start += 500

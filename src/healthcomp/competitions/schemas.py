@@ -6,7 +6,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from healthcomp.core.keys import ID_PATTERN
 from healthcomp.core.money import ISO_4217
@@ -123,43 +123,47 @@ class CompetitionCreate(_Rules):
     min_participants: int = Field(1, ge=1, le=1_000_000)
     grace_hours: int = Field(24, ge=0, le=168)
 
-    @model_validator(mode="after")
-    def _coherent(self) -> CompetitionCreate:
-        check_rules(self.model_dump())
-        return self
-
 
 class CompetitionUpdate(_Rules):
     """PATCH: only the fields given change."""
 
 
-def check_rules(doc: dict[str, Any]) -> None:
-    """Cross-field rules of a whole competition (after create, or after a patch)."""
+def rule_errors(doc: dict[str, Any]) -> list[dict[str, str]]:
+    """Cross-field rules of a whole competition (after create, or after a patch),
+    as `details` items that name the field at fault."""
+    errors: list[dict[str, str]] = []
+
+    def bad(field: str, message: str) -> None:
+        errors.append({"field": field, "message": message, "type": "value_error"})
+
     start, end = doc["start_date"], doc["end_date"]
     if isinstance(start, str):
         start, end = date.fromisoformat(start), date.fromisoformat(end)
+    days = (end - start).days + 1
     if end < start:
-        raise ValueError("end_date must not be before start_date")
-    if (end - start).days + 1 > MAX_WINDOW_DAYS:
-        raise ValueError(f"a competition lasts at most {MAX_WINDOW_DAYS} days")
+        bad("end_date", "end_date must not be before start_date")
+    elif days > MAX_WINDOW_DAYS:
+        bad("end_date", f"a competition lasts at most {MAX_WINDOW_DAYS} days")
     maxp = doc.get("max_participants")
     if maxp is not None and maxp < doc["min_participants"]:
-        raise ValueError("min_participants must not exceed max_participants")
+        bad("max_participants", "max_participants must not be below min_participants")
     payout = doc.get("payout")
     scheme = payout.get("scheme") if isinstance(payout, dict) else None
+    goal = doc.get("goal")
     if doc["format"] == "goal":
-        goal = doc.get("goal")
         if goal is None:
-            raise ValueError("a goal competition needs goal {daily_target, min_days}")
-        if goal["min_days"] > (end - start).days + 1:
-            raise ValueError("goal.min_days exceeds the number of days in the competition")
-        if goal["daily_target"] > DAILY_CAPS[doc["metric"]]:
-            raise ValueError("goal.daily_target exceeds the daily cap of the metric")
+            bad("goal", "a goal competition needs goal {daily_target, min_days}")
+        else:
+            if goal["min_days"] > max(days, 0):
+                bad("goal.min_days", "min_days exceeds the number of days in the competition")
+            if goal["daily_target"] > DAILY_CAPS[doc["metric"]]:
+                bad("goal.daily_target", "daily_target exceeds the daily cap of the metric")
     else:
-        if doc.get("goal") is not None:
-            raise ValueError("goal is only for format 'goal'")
+        if goal is not None:
+            bad("goal", "goal is only for format 'goal'")
         if scheme == "qualifiers_split":
-            raise ValueError("payout 'qualifiers_split' is only for format 'goal'")
+            bad("payout", "payout 'qualifiers_split' is only for format 'goal'")
+    return errors
 
 
 class Money(BaseModel):

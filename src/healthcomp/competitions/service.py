@@ -8,11 +8,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from healthcomp.activity import service as activity
 from healthcomp.competitions import repo
 from healthcomp.competitions.model import Stored
 from healthcomp.competitions.schemas import (
     CompetitionCreate,
     CompetitionUpdate,
+    rule_errors,
 )
 from healthcomp.core.auth import Principal
 from healthcomp.core.clock import rfc3339, to_ms
@@ -45,6 +47,8 @@ RULE_FIELDS = frozenset(
         "grace_hours",
     }
 )
+# Of those, the ones that change what counts: every participant is recounted.
+SCORING_FIELDS = frozenset({"metric", "start_date", "end_date", "format", "goal"})
 MAX_DAYS_AHEAD = 365
 
 
@@ -83,6 +87,13 @@ def _json_doc(model: CompetitionCreate) -> dict[str, Any]:
     return doc
 
 
+def _check_rules(doc: dict[str, Any]) -> None:
+    errors = rule_errors(doc)
+    if errors:
+        fields = ", ".join(e["field"] for e in errors)
+        raise ValidationFailed(f"Invalid competition: {fields}.", details=errors)
+
+
 def _check_start_horizon(start: date, created: datetime) -> None:
     # The ranking key counts seconds from creation in 26 bits (776 days): a start at
     # most a year after creation keeps the whole window and grace inside it.
@@ -95,10 +106,12 @@ def _check_start_horizon(start: date, created: datetime) -> None:
 
 async def create(ctx: AppContext, principal: Principal, body: CompetitionCreate) -> Stored:
     now = ctx.clock.now()
+    _check_rules(body.model_dump(mode="json"))
     _check_start_horizon(body.start_date, now)
     if principal.user_id is not None:
         await users.ensure_profile(ctx, principal)
     doc = _json_doc(body)
+    doc["description"] = doc.get("description") or ""
     doc["id"] = body.id or str(uuid.uuid4())
     doc["created_by"] = principal.user_id or "service"
     doc["created_at"] = doc["updated_at"] = rfc3339(now)
@@ -145,8 +158,7 @@ async def update(
             raise ValidationFailed(
                 "The edited competition is not valid.", details=validation_details(exc.errors())
             ) from None
-        except ValueError as exc:
-            raise ValidationFailed(str(exc)) from None
+        _check_rules(merged)
         _check_start_horizon(
             date.fromisoformat(merged["start_date"]),
             datetime.fromtimestamp(int(stored.doc["epoch_ms"]) / 1000, UTC),
@@ -160,7 +172,10 @@ async def update(
         merged["updated_at"] = rfc3339(now)
         result = await repo.replace_doc(ctx, stored.doc, merged)
         if result == 1:
-            return await get(ctx, cid)
+            updated = await get(ctx, cid)
+            if SCORING_FIELDS & changes.keys():
+                await activity.rescore(ctx, updated)
+            return updated
         if result == -3:
             raise Conflict("The competition is closed.", error="competition_closed")
         if result == -2:
@@ -185,8 +200,6 @@ def _raise_code(code: int) -> None:
 
 
 async def join(ctx: AppContext, principal: Principal, cid: str, user_id: str) -> int:
-    from healthcomp.activity import service as activity
-
     stored = await get(ctx, cid)
     principal.require_self_or_service(user_id)
     if principal.user_id == user_id:

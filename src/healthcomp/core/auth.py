@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -135,7 +136,12 @@ class JWKSCache:
 
 
 def load_or_create_dev_secret(data_dir: Path) -> str:
-    """A random HS256 secret kept in the data directory, for development only."""
+    """A random HS256 secret kept in the data directory, for development only.
+
+    The file is 0600 from its first byte, and it is published with a hard link, which
+    fails when another process (a worker, `healthcomp token`) got there first: all of
+    them then use the one secret that won.
+    """
     path = data_dir / "jwt-secret"
     try:
         secret = path.read_text().strip()
@@ -144,12 +150,18 @@ def load_or_create_dev_secret(data_dir: Path) -> str:
     except FileNotFoundError:
         pass
     data_dir.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(secret)
-    tmp.chmod(0o600)
-    tmp.replace(path)
-    return secret
+    tmp = data_dir / f".jwt-secret.{os.getpid()}.{secrets.token_hex(8)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_urlsafe(48))
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        if not path.read_text().strip():  # an empty file left by someone: replace it
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.read_text().strip()
 
 
 class KeySourceMissing(RuntimeError):

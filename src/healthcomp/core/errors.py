@@ -13,6 +13,13 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from redis.exceptions import (
+    ClusterDownError,
+    CrossSlotTransactionError,
+    InvalidPipelineStack,
+    RedisClusterException,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -202,4 +209,11 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(RedisConnectionError, redis_down)
     app.add_exception_handler(RedisTimeoutError, redis_down)
+    # A cluster that cannot be reached raises RedisClusterException ("cannot be
+    # connected", slot not covered), which is not a RedisError; CLUSTERDOWN and TRYAGAIN
+    # come while it heals. All are an outage, not a bug; but two subclasses are bugs.
+    for outage in (RedisClusterException, ClusterDownError, TryAgainError):
+        app.add_exception_handler(outage, redis_down)
+    for bug in (CrossSlotTransactionError, InvalidPipelineStack):
+        app.add_exception_handler(bug, unexpected)
     app.add_exception_handler(Exception, unexpected)

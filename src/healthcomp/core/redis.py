@@ -22,7 +22,7 @@ from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from healthcomp.core.settings import Settings
@@ -71,7 +71,7 @@ async def warn_if_not_persistent(client: RedisClient) -> bool:
     try:
         info: Any = await client.config_get("appendonly")
         save: Any = await client.config_get("save")
-    except RedisError:
+    except (RedisError, RedisClusterException):  # CONFIG disabled, or not reachable yet
         log.info("could not read the server's persistence settings (CONFIG disabled?)")
         return True
     # A cluster client answers per node; merge whatever we got.

@@ -147,3 +147,20 @@ async def set_totals(
 async def audit_log(ctx: AppContext, cid: str, start: int = 0, stop: int = -1) -> list[Any]:
     raw = await ctx.r.lrange(ctx.keys.audit(cid), start, stop)
     return [orjson.loads(item) for item in raw]
+
+
+async def participants(ctx: AppContext, cid: str, start: int, count: int) -> list[str]:
+    ids = await ctx.r.zrange(ctx.keys.board(cid), start, start + count - 1)
+    return [str(i) for i in ids]
+
+
+async def reset(ctx: AppContext, cid: str, user_id: str, now_ms: int) -> None:
+    k = ctx.keys
+    keys = [
+        k.meta(cid),
+        k.board(cid),
+        k.entries(cid),
+        k.participant_days(cid, user_id),
+        k.adjustments(cid),
+    ]
+    await scripts.RESET(ctx, keys, [user_id, now_ms])

@@ -223,3 +223,24 @@ if above[1] then gap = score_from(above[2]) - score end
 return {score, rank, redis.call('HGET', KEYS[2], ARGV[1]) or false, gap}
 """,
 )
+
+# KEYS: meta, lb, entry, pdays, adj; ARGV: user, now_ms
+# Forget every day pushed for the participant (their days are pushed again after):
+# used when the window, metric or goal of a competition changes before its start.
+RESET = Lua(
+    "lb.reset",
+    PRELUDE
+    + """
+local m = redis.call('HMGET', KEYS[1], 'metric_idx', 'format', 'epoch_ms')
+local raw = redis.call('HGET', KEYS[3], ARGV[1])
+if not raw then return 0 end
+local e = cjson.decode(raw)
+local prev_score = e.sc
+e.t = {0, 0, 0, 0}
+e.g = 0
+e.sc = score_of(e, offsets(KEYS[5], ARGV[1]), tonumber(m[1]) + 1, m[2] == 'goal')
+redis.call('DEL', KEYS[4])
+store(KEYS[2], KEYS[3], ARGV[1], e, prev_score, tonumber(ARGV[2]), tonumber(m[3]))
+return 1
+""",
+)

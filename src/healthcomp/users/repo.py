@@ -4,18 +4,24 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from healthcomp.competitions import repo as competitions
 from healthcomp.core.auth import Principal
 from healthcomp.core.clock import rfc3339
 from healthcomp.core.context import AppContext
 from healthcomp.users.schemas import Profile
 
 # Creates the profile on first sight, atomically, and returns it.
+# The first element of the answer is 1 when this call created the profile.
 _ENSURE = """
+local created = 0
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'display_name', ARGV[1], 'email', ARGV[2],
              'created_at', ARGV[3], 'updated_at', ARGV[3])
+  created = 1
 end
-return redis.call('HGETALL', KEYS[1])
+local out = redis.call('HGETALL', KEYS[1])
+table.insert(out, 1, created)
+return out
 """
 
 
@@ -41,7 +47,11 @@ async def ensure_profile(ctx: AppContext, principal: Principal) -> Profile:
         keys=[ctx.keys.profile(principal.user_id)],
         args=[principal.default_name(), principal.email or "", now],
     )
-    return _to_profile(principal.user_id, flat)
+    profile = _to_profile(principal.user_id, flat[1:])
+    if flat[0] == 1:
+        # Joined (by a service) before the first sign-in: boards showed the bare id.
+        await competitions.rename_everywhere(ctx, profile.user_id, profile.display_name)
+    return profile
 
 
 async def get_profile(ctx: AppContext, user_id: str) -> Profile | None:
