@@ -41,7 +41,7 @@ test-external: $(STAMP)
 	else echo "skipping the external-Redis run: nothing answers at $(EXTERNAL_REDIS)"; fi
 
 test-cluster: $(STAMP)
-	HC_TEST_BACKEND=cluster $(BIN)/pytest -m "not slow"
+	HC_TEST_BACKEND=cluster $(BIN)/pytest
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

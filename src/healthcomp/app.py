@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from healthcomp import __version__
 from healthcomp.activity import service as activity_service
@@ -56,7 +56,7 @@ def _connect(settings: Settings) -> tuple[RedisHandle, EmbeddedRedis | None]:
 async def _repair_in_background(ctx: AppContext) -> None:
     try:
         repaired = await activity_service.repair_all(ctx)
-    except RedisError as exc:  # Redis down at start: the next sync of each user repairs
+    except (RedisError, RedisClusterException) as exc:  # down at start: next syncs repair
         log.warning("start-up repair sweep skipped: %s", exc)
         return
     if repaired:

@@ -5,7 +5,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from starlette.responses import Response
 
 from healthcomp import SERVICE_NAME, __version__
@@ -37,7 +37,7 @@ async def ready(ctx: Ctx) -> Response:
     try:
         await ctx.r.set(key, token, px=10_000)
         written = await ctx.r.get(key)
-    except RedisError:
+    except (RedisError, RedisClusterException):
         written = None
     if written != token:
         return error_response(
