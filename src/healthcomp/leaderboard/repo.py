@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from healthcomp.core.context import AppContext
+from healthcomp.core.errors import NotFound
 from healthcomp.leaderboard import scripts
 
 METRIC_NAMES = ("steps", "distance", "calories", "active_minutes")
@@ -23,18 +24,22 @@ class Applied:
     changed: bool = False
 
 
-async def apply_days(
-    ctx: AppContext, cid: str, user_id: str, now_ms: int, days: Sequence[Sequence[Any]]
-) -> Applied:
-    """Push (day, ver, s, d, c, a) tuples of one participant into one competition."""
+def _participant_keys(ctx: AppContext, cid: str, user_id: str) -> list[str]:
     k = ctx.keys
-    keys = [
+    return [
         k.meta(cid),
         k.board(cid),
         k.entries(cid),
         k.participant_days(cid, user_id),
         k.adjustments(cid),
     ]
+
+
+async def apply_days(
+    ctx: AppContext, cid: str, user_id: str, now_ms: int, days: Sequence[Sequence[Any]]
+) -> Applied:
+    """Push (day, ver, s, d, c, a) tuples of one participant into one competition."""
+    keys = _participant_keys(ctx, cid, user_id)
     args: list[Any] = [user_id, now_ms, len(days)]
     for day in days:
         args.extend(day)
@@ -92,13 +97,16 @@ async def page(
 ) -> Page | None:
     """One round trip: the ranked rows, their totals and names, and the caller's row.
 
-    None when `around` names someone who is not on the board.
+    None when `around` names someone who is not on the board; NotFound when the
+    competition does not exist.
     """
     k = ctx.keys
     keys = [k.board(cid), k.entries(cid), k.names(cid), k.adjustments(cid), k.meta(cid)]
     mode = "around" if around else "offset"
     res = await scripts.PAGE(ctx, keys, [mode, offset, limit, around or "", caller or ""])
     if len(res) == 1:
+        if int(res[0]) == -2:
+            raise NotFound(f"No competition '{cid}'.", error="competition_not_found")
         return None
     total, start, updated, n = int(res[0]), int(res[1]), res[2], int(res[3])
     rows = [_row(res[4 + i * 6 : 10 + i * 6]) for i in range(n)]
@@ -155,12 +163,4 @@ async def participants(ctx: AppContext, cid: str, start: int, count: int) -> lis
 
 
 async def reset(ctx: AppContext, cid: str, user_id: str, now_ms: int) -> None:
-    k = ctx.keys
-    keys = [
-        k.meta(cid),
-        k.board(cid),
-        k.entries(cid),
-        k.participant_days(cid, user_id),
-        k.adjustments(cid),
-    ]
-    await scripts.RESET(ctx, keys, [user_id, now_ms])
+    await scripts.RESET(ctx, _participant_keys(ctx, cid, user_id), [user_id, now_ms])

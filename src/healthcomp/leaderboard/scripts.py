@@ -114,11 +114,13 @@ return {e.sc, rank_of(KEYS[2], e.sc), prev_rank, changed}
 # KEYS: lb, entry, names, adj, meta
 # ARGV: mode ('offset' | 'around'), offset, limit, around_user, caller
 # -> {total, start, lb_updated_ms, n, n x (user, score, rank, entry, name, adj),
-#     caller_found, [user, score, rank, entry, name, adj]}  or {-1} (around: not ranked)
+#     caller_found, [user, score, rank, entry, name, adj]}, or {-1} (around: not ranked)
+#     or {-2} (no such competition)
 PAGE = Lua(
     "lb.page",
     PRELUDE
     + """
+if redis.call('EXISTS', KEYS[5]) == 0 then return {-2} end
 local total = redis.call('ZCARD', KEYS[1])
 local limit = tonumber(ARGV[3])
 local start = tonumber(ARGV[2])

@@ -45,7 +45,6 @@ async def leaderboard(
     offset: int,
     around: str | None,
 ) -> dict[str, Any]:
-    await competitions.get(ctx, cid)
     if around == "me":
         if principal.user_id is None:
             raise ValidationFailed("around=me needs a user token; name a user_id instead.")
