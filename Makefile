@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 EXTERNAL_REDIS ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test lint types pytest test-embedded test-external test-cluster clean venv
+.PHONY: run test lint types pytest test-embedded test-external test-cluster bench clean venv
 
 venv: $(STAMP)
 
@@ -24,8 +24,8 @@ run: $(STAMP)
 test: lint types test-embedded test-external test-cluster
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 types: $(STAMP)
 	$(BIN)/mypy
@@ -42,6 +42,10 @@ test-external: $(STAMP)
 
 test-cluster: $(STAMP)
 	HC_TEST_BACKEND=cluster $(BIN)/pytest
+
+## HTTP benchmark (needs wrk: apt-get install wrk); prints a table.
+bench: $(STAMP)
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
