@@ -74,8 +74,9 @@ class Stored:
         return self.state == "open" and self.start <= day <= self.end and now <= self.deadline
 
     def view(self, now: datetime) -> dict[str, Any]:
-        doc = self.doc
+        doc = {k: v for k, v in self.doc.items() if k not in _INTERNAL}
         return {
+            "id": doc.pop("id"),
             **doc,
             "rake_percent": _number(doc["rake_percent"]),
             "payout": _payout_view(doc["payout"]),
@@ -85,6 +86,10 @@ class Stored:
             "prize_pool_amount": display_amount(doc["prize_pool_cents"], doc["currency"]),
             "accepts_syncs_until": from_ms(to_ms(self.deadline)),
         }
+
+
+# Kept in the stored doc for the scripts, not part of the API.
+_INTERNAL = frozenset({"epoch_ms"})
 
 
 def _number(value: str | int | float) -> int | float:

@@ -164,6 +164,17 @@ def load_or_create_dev_secret(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+_warned: set[str] = set()
+
+
+def _warn_once(message: str, *args: object) -> None:
+    """Several Authenticators per process (CLI check, demo, app) say it once."""
+    text = message % args
+    if text not in _warned:
+        _warned.add(text)
+        log.warning(text)
+
+
 class KeySourceMissing(RuntimeError):
     pass
 
@@ -187,7 +198,7 @@ class Authenticator:
                     "production without one"
                 )
             self.secret = load_or_create_dev_secret(settings.data_dir)
-            log.warning(
+            _warn_once(
                 "no SUPABASE_JWT_SECRET: using a generated development secret in %s/jwt-secret",
                 settings.data_dir,
             )
