@@ -22,7 +22,7 @@ from healthcomp.core.context import AppContext
 from healthcomp.core.embedded import EmbeddedRedis, start_or_share
 from healthcomp.core.errors import install_error_handlers
 from healthcomp.core.keys import Keys
-from healthcomp.core.middleware import BodyLimit
+from healthcomp.core.middleware import BodyLimit, Deadline
 from healthcomp.core.redis import (
     RedisHandle,
     create_client,
@@ -81,7 +81,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         )
         app.state.ctx = ctx
         if handle.mode != "embedded":
-            await warn_if_not_persistent(handle.client)
+            try:
+                await asyncio.wait_for(warn_if_not_persistent(handle.client), 3)
+            except TimeoutError:
+                log.warning("Redis did not answer the persistence check within 3 s")
         sweep = asyncio.create_task(_repair_in_background(ctx))
         try:
             yield
@@ -109,4 +112,5 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     for router in (users_router, competitions_router, activity_router, leaderboard_router):
         app.include_router(router, prefix="/api/v1")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Deadline, seconds=settings.request_timeout_seconds)
     return app

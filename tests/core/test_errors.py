@@ -290,3 +290,41 @@ async def test_recovers_when_redis_returns(
         assert await _until_ready(client) == 200
         resp = await client.get("/api/v1/users/me", headers=auth())
         assert resp.status_code == 200, resp.text
+
+
+async def test_hung_datastore_answers_503_within_the_deadline(tmp_path: Path) -> None:
+    """A server that accepts connections and never answers (a frozen Redis): every
+    request, concurrent ones included, gets 503 by the request deadline."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def swallow(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # keep it open, say nothing
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = make_settings(
+        tmp_path,
+        f"redis://127.0.0.1:{port}/0",
+        redis_timeout_seconds=5.0,
+        request_timeout_seconds=1.0,
+    )
+    try:
+        async with running_app(settings, keep_keys=True) as (_, client):
+            started = time.monotonic()
+            responses = await asyncio.gather(
+                *(client.get("/api/v1/users/me", headers=auth(f"u{i}")) for i in range(8)),
+                client.get("/health/ready"),
+            )
+            elapsed = time.monotonic() - started
+            for resp in responses:
+                assert_error(resp, 503)
+                assert resp.headers["retry-after"] == "2"
+            # Bounded by the 1 s deadline, not by the 5 s socket timeout or retries.
+            assert elapsed < 3, elapsed
+            assert accepted, "the app never reached the hung server"
+            assert (await client.get("/health")).status_code == 200
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()

@@ -1,6 +1,8 @@
-"""A pure ASGI guard on request body size (413 in the SPEC §4 envelope)."""
+"""Pure ASGI guards: request body size (413) and a deadline per request (503)."""
 
 from __future__ import annotations
+
+import asyncio
 
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -73,3 +75,52 @@ class BodyLimit:
         except _TooLarge:
             if not started:
                 await self._reject(send)
+
+
+class Deadline:
+    """Answer 503 when a request takes longer than `seconds` (a hung datastore).
+
+    Redis socket timeouts bound one command; this bounds the whole request, whatever
+    the number of commands or reconnects inside it. `/health` is exempt: it touches
+    nothing and must answer even then.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/health":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            async with asyncio.timeout(self.seconds):
+                await self.app(scope, receive, tracking_send)
+        except TimeoutError:
+            if started:
+                raise
+            body = error_body(
+                503,
+                "service_unavailable",
+                "The request took too long; the datastore may be unavailable. Try again shortly.",
+            )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"retry-after", b"2"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})

@@ -23,7 +23,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from healthcomp.core.settings import Settings
 
@@ -37,7 +36,11 @@ def is_cluster_url(url: str) -> bool:
 
 
 def _retry() -> Retry:
-    return Retry(ExponentialBackoff(cap=0.4, base=0.05), retries=2)
+    # Retry a refused or dropped connection (a restart, a failover), never a timeout:
+    # a server that hangs would otherwise hold every request for retries x timeout.
+    return Retry(
+        ExponentialBackoff(cap=0.4, base=0.05), retries=2, supported_errors=(RedisConnectionError,)
+    )
 
 
 def create_client(url: str, settings: Settings) -> RedisClient:
@@ -60,7 +63,6 @@ def create_client(url: str, settings: Settings) -> RedisClient:
         max_connections=settings.redis_max_connections,
         timeout=timeout,
         retry=_retry(),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
         health_check_interval=30,
     )
     return Redis.from_pool(pool)

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
         10.0, ge=0, le=600, validation_alias="HC_JWKS_MIN_REFETCH_SECONDS"
     )
     max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="HC_MAX_BODY_BYTES")
+    request_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, validation_alias="HC_REQUEST_TIMEOUT"
+    )
     redis_timeout_seconds: float = Field(2.0, gt=0, le=60, validation_alias="HC_REDIS_TIMEOUT")
     redis_max_connections: int = Field(
         64, ge=2, le=10000, validation_alias="HC_REDIS_MAX_CONNECTIONS"
