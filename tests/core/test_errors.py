@@ -328,3 +328,25 @@ async def test_hung_datastore_answers_503_within_the_deadline(tmp_path: Path) ->
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_405_lists_every_method_of_the_path(client: httpx.AsyncClient) -> None:
+    resp = await client.delete("/api/v1/competitions/some-id", headers=auth())
+    assert_error(resp, 405, "method_not_allowed")
+    assert resp.headers["allow"] == "GET, PATCH"
+
+
+async def test_invalid_json_names_no_field(client: httpx.AsyncClient) -> None:
+    headers = {**auth(), "content-type": "application/json"}
+    body = assert_error(await client.put(PROFILE, headers=headers, content=b"{not json"), 422)
+    assert body["details"][0]["field"] is None
+    assert "not valid JSON" in body["details"][0]["message"]
+
+
+async def test_a_large_invalid_input_is_not_echoed(client: httpx.AsyncClient) -> None:
+    records = [{"date": "2026-11-05", "steps": 1} for _ in range(401)]
+    resp = await client.post("/api/v1/fitness/sync", headers=auth(), json={"records": records})
+    body = assert_error(resp, 422, "validation_error")
+    assert body["details"][0]["field"] == "records"
+    assert "input" not in body["details"][0]
+    assert len(resp.content) < 1000

@@ -254,12 +254,15 @@ async def test_status_follows_the_clock(client: httpx.AsyncClient, clock: FixedC
     assert await _status(client, "c") == "ended"
 
 
-async def test_status_edges_at_creation(client: httpx.AsyncClient) -> None:
+async def test_status_edges_at_creation(client: httpx.AsyncClient, clock: FixedClock) -> None:
     # Now is 2026-11-10 12:00 UTC: a competition starting tomorrow has already begun at
     # UTC+14; one that ended yesterday is still running at UTC-12 until 12:00 today.
     await create_comp(client, "tomorrow", start_date="2026-11-11", end_date="2026-11-20")
     await create_comp(client, "day-after", start_date="2026-11-12", end_date="2026-11-20")
+    now = clock.at
+    clock.advance(days=-1)  # created while it still ran
     await create_comp(client, "ended-today", start_date="2026-11-01", end_date="2026-11-09")
+    clock.at = now
     await create_comp(client, "yesterday-local", start_date="2026-11-01", end_date="2026-11-10")
     assert await _status(client, "tomorrow") == "active"
     assert await _status(client, "day-after") == "upcoming"
@@ -294,7 +297,10 @@ async def test_list_filter_and_paginate(client: httpx.AsyncClient, clock: FixedC
         await create_comp(client, f"act{i}")
         made["active"].append(f"act{i}")
         clock.advance(seconds=1)
+    now = clock.at
+    clock.at = at(2026, 10, 15)  # created while it ran
     await create_comp(client, "old", start_date="2026-10-01", end_date="2026-10-31")
+    clock.at = now
     made["ended"].append("old")
     await create_comp(client, "gone")
     resp = await client.post(f"{API}/competitions/gone/cancel", headers=auth("org"))
@@ -478,7 +484,7 @@ async def test_leave(client: httpx.AsyncClient) -> None:
     assert_error(
         await client.post(f"{API}/competitions/c/leave", headers=auth("zed")),
         409,
-        "not_participant",
+        "not_joined",
     )
     await sync(client, "a", rec("2026-11-03", 5000))
     await sync(client, "b", rec("2026-11-03", 3000))
@@ -498,7 +504,7 @@ async def test_leave(client: httpx.AsyncClient) -> None:
     assert_error(
         await client.post(f"{API}/competitions/c/leave", headers=auth("a")),
         409,
-        "not_participant",
+        "not_joined",
     )
     # The activity itself stays with the user; rejoining brings it back into the window.
     await join(client, "c", "a")
@@ -670,3 +676,32 @@ async def test_competition_views_match_declared_schema(client: httpx.AsyncClient
     Competition.model_validate(created)
     resp = await client.get(f"{API}/competitions", headers=auth())
     CompetitionPage.model_validate(resp.json()["data"])
+
+
+async def test_service_created_competition_has_no_user_organizer(client: httpx.AsyncClient) -> None:
+    body = {
+        "id": "svc",
+        "name": "By a server",
+        "start_date": "2026-11-01",
+        "end_date": "2026-11-30",
+    }
+    resp = await client.post(f"{API}/competitions", headers=SERVICE_AUTH, json=body)
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["data"]["created_by"] is None
+    # A user whose id happens to be "service" is not its organizer.
+    resp = await client.patch(
+        f"{API}/competitions/svc", headers=auth("service"), json={"name": "Taken over"}
+    )
+    assert_error(resp, 403, "not_organizer")
+    resp = await client.patch(f"{API}/competitions/svc", headers=SERVICE_AUTH, json={"name": "Ok"})
+    assert resp.status_code == 200, resp.text
+
+
+async def test_a_competition_over_everywhere_cannot_be_created(client: httpx.AsyncClient) -> None:
+    # The clock stands at 2026-11-10 12:00 UTC: 11-09 ended everywhere at 11-10 12:00 UTC.
+    body = {"name": "Too late", "start_date": "2026-11-01", "end_date": "2026-11-09"}
+    resp = await client.post(f"{API}/competitions", headers=auth("org"), json=body)
+    assert "end_date" in {d["field"] for d in assert_error(resp, 422)["details"]}
+    body["end_date"] = "2026-11-10"
+    resp = await client.post(f"{API}/competitions", headers=auth("org"), json=body)
+    assert resp.status_code == 201, resp.text

@@ -57,7 +57,11 @@ async def _check_access(
                 f"'{user_id}' does not take part in '{competition_id}'.",
                 error="participant_not_found",
             )
-        if principal.is_service or principal.user_id in (user_id, stored.organizer):
+        if (
+            principal.is_service
+            or principal.user_id == user_id
+            or stored.organized_by(principal.user_id)
+        ):
             return
         assert principal.user_id is not None
         if await competitions_repo.is_participant(ctx, competition_id, principal.user_id):

@@ -45,8 +45,13 @@ class Stored:
         return date.fromisoformat(self.doc["end_date"])
 
     @property
-    def organizer(self) -> str:
-        return str(self.doc["created_by"])
+    def organizer(self) -> str | None:
+        """The creator's user id; None when the service role created it."""
+        creator = self.doc.get("created_by")
+        return str(creator) if creator else None
+
+    def organized_by(self, user_id: str | None) -> bool:
+        return user_id is not None and user_id == self.organizer
 
     @property
     def starts_at(self) -> datetime:

@@ -184,12 +184,14 @@ class Competition(BaseModel):
     entry_fee_cents: int
     currency: str
     prize_pool_cents: int
-    rake_percent: Decimal
-    payout: dict[str, Any]
+    rake_percent: float = Field(description="A percentage (not money), e.g. 2.5")
+    payout: dict[str, Any] = Field(
+        examples=[{"scheme": "top_n", "percentages": [60, 30, 10]}],
+    )
     min_participants: int
     max_participants: int | None
     grace_hours: int
-    created_by: str
+    created_by: str | None = Field(description="The organizer; null when a service created it")
     created_at: str
     updated_at: str
     status: Status

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from healthcomp.activity import service as activity
 from healthcomp.competitions import repo
-from healthcomp.competitions.model import Stored
+from healthcomp.competitions.model import LATEST_OFFSET, Stored, day_start_utc
 from healthcomp.competitions.schemas import (
     CompetitionCreate,
     CompetitionUpdate,
@@ -60,7 +60,7 @@ async def get(ctx: AppContext, cid: str) -> Stored:
 
 
 def require_organizer(stored: Stored, principal: Principal) -> None:
-    if principal.is_service or principal.user_id == stored.organizer:
+    if principal.is_service or stored.organized_by(principal.user_id):
         return
     raise Forbidden("Only the competition's organizer may do this.", error="not_organizer")
 
@@ -68,7 +68,7 @@ def require_organizer(stored: Stored, principal: Principal) -> None:
 async def require_participant_or_organizer(
     ctx: AppContext, stored: Stored, principal: Principal
 ) -> None:
-    if principal.is_service or principal.user_id == stored.organizer:
+    if principal.is_service or stored.organized_by(principal.user_id):
         return
     assert principal.user_id is not None
     if not await repo.is_participant(ctx, stored.id, principal.user_id):
@@ -94,6 +94,14 @@ def _check_rules(doc: dict[str, Any]) -> None:
         raise ValidationFailed(f"Invalid competition: {fields}.", details=errors)
 
 
+def _check_not_over(end: date, now: datetime) -> None:
+    if now >= day_start_utc(end + timedelta(days=1), LATEST_OFFSET):
+        raise ValidationFailed(
+            "end_date has already passed everywhere on Earth; nobody could join.",
+            details=[{"field": "end_date", "message": "in the past", "type": "value_error"}],
+        )
+
+
 def _check_start_horizon(start: date, created: datetime) -> None:
     # The ranking key counts seconds from creation in 26 bits (776 days): a start at
     # most a year after creation keeps the whole window and grace inside it.
@@ -108,12 +116,14 @@ async def create(ctx: AppContext, principal: Principal, body: CompetitionCreate)
     now = ctx.clock.now()
     _check_rules(body.model_dump(mode="json"))
     _check_start_horizon(body.start_date, now)
+    _check_not_over(body.end_date, now)
     if principal.user_id is not None:
         await users.ensure_profile(ctx, principal)
     doc = _json_doc(body)
     doc["description"] = doc.get("description") or ""
     doc["id"] = body.id or str(uuid.uuid4())
-    doc["created_by"] = principal.user_id or "service"
+    # null for the service role: no user id can ever match it and become organizer.
+    doc["created_by"] = principal.user_id
     doc["created_at"] = doc["updated_at"] = rfc3339(now)
     doc["epoch_ms"] = to_ms(now)
     if not await repo.create(ctx, doc, to_ms(now)):
@@ -189,7 +199,7 @@ _JOIN_ERRORS: dict[int, AppError] = {
     -4: Conflict("The competition has ended.", error="competition_ended"),
     -5: Conflict("You have already joined this competition.", error="already_joined"),
     -6: Conflict("The competition is full.", error="competition_full"),
-    -1: Conflict("You are not a participant of this competition.", error="not_participant"),
+    -1: Conflict("Not a participant of this competition.", error="not_joined"),
 }
 
 

@@ -7,6 +7,7 @@ Every error the service can produce, framework ones included, leaves as
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import compile_path
 
 log = logging.getLogger("healthcomp.errors")
 
@@ -164,10 +166,37 @@ def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
             "message": str(err.get("msg", "invalid")),
             "type": str(err.get("type", "invalid")),
         }
-        if "input" in err and err.get("type") != "missing":
-            item["input"] = _jsonable(err["input"])
+        if err.get("type") == "json_invalid":
+            item["field"] = None
+            item["message"] = (
+                f"The body is not valid JSON ({err.get('ctx', {}).get('error', 'syntax error')})."
+            )
+        elif "input" in err and err.get("type") != "missing":
+            value = _jsonable(err["input"])
+            # Echo a small input back; never a whole 400-record batch.
+            if len(orjson.dumps(value)) <= 200:
+                item["input"] = value
         out.append(item)
     return out
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method served on the request's path, from the OpenAPI paths (routers are
+    included lazily, so the route list alone does not show them all)."""
+    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(
+        request.app.state, "allow_table", None
+    )
+    if table is None:
+        table = []
+        for path, operations in request.app.openapi().get("paths", {}).items():
+            regex, _, _ = compile_path(path)
+            table.append((regex, {m.upper() for m in operations if m != "parameters"}))
+        request.app.state.allow_table = table
+    methods: set[str] = set()
+    for regex, verbs in table:
+        if regex.match(request.url.path):
+            methods |= verbs
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -175,14 +204,18 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, AppError)
         return error_response(exc.status, exc.error, exc.message, exc.details, exc.headers)
 
-    async def http_error(_: Request, exc: Exception) -> Response:
+    async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         status = exc.status_code
+        headers = dict(exc.headers or {})
+        if status == 405:
+            # Starlette names the methods of the first route matching the path only.
+            headers["Allow"] = ", ".join(_allowed_methods(request))
         code = _STATUS_CODES.get(status, "error")
         detail = exc.detail if isinstance(exc.detail, str) else None
         default = _STATUS_MESSAGES.get(status, "The request could not be served.")
         message = default if detail in (None, "Not Found", "Method Not Allowed") else detail
-        return error_response(status, code, str(message), None, dict(exc.headers or {}))
+        return error_response(status, code, str(message), None, headers)
 
     async def validation_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
