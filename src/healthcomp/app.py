@@ -23,6 +23,7 @@ from healthcomp.core.embedded import EmbeddedRedis, start_or_share
 from healthcomp.core.errors import install_error_handlers
 from healthcomp.core.keys import Keys
 from healthcomp.core.middleware import BodyLimit, Deadline
+from healthcomp.core.openapi import install_openapi
 from healthcomp.core.redis import (
     RedisHandle,
     create_client,
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     )
     app.state.settings = settings
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(health_router)
     for router in (users_router, competitions_router, activity_router, leaderboard_router):
         app.include_router(router, prefix="/api/v1")

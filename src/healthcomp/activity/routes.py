@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query
 
 from healthcomp.activity import repo, service, stats
-from healthcomp.activity.schemas import Batch, SyncBody, SyncResult
+from healthcomp.activity.schemas import Batch, History, Stats, SyncBody, SyncResult
 from healthcomp.competitions import repo as competitions_repo
 from healthcomp.competitions import service as competitions
 from healthcomp.core.auth import Principal
@@ -72,7 +72,11 @@ async def _check_access(
         raise NotFound(f"No user '{user_id}'.", error="user_not_found")
 
 
-@router.get("/stats/{user_id}", summary="Totals, averages, streaks, per-competition standing")
+@router.get(
+    "/stats/{user_id}",
+    response_model=Envelope[Stats],
+    summary="Totals, averages, streaks, per-competition standing",
+)
 async def user_stats(
     ctx: Ctx,
     principal: CurrentPrincipal,
@@ -112,7 +116,11 @@ async def user_stats(
     return ok(data)
 
 
-@router.get("/history/{user_id}", summary="Daily records in a date range, per source")
+@router.get(
+    "/history/{user_id}",
+    response_model=Envelope[History],
+    summary="Daily records in a date range: effective value and per source",
+)
 async def history(
     ctx: Ctx,
     principal: CurrentPrincipal,

@@ -76,3 +76,113 @@ SyncBody = Annotated[
     Annotated[Batch, Tag("batch")] | Annotated[Record, Tag("record")],
     Discriminator(_kind),
 ]
+
+
+# --- response shapes (documented in OpenAPI; the routes encode dicts directly) ---
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Totals(_View):
+    steps: int
+    distance: int
+    calories: int
+    active_minutes: int
+
+
+class Averages(_View):
+    steps: float
+    distance: float
+    calories: float
+    active_minutes: float
+
+
+class BestDay(_View):
+    date: str
+    value: int
+
+
+class BestDays(_View):
+    steps: BestDay | None
+    distance: BestDay | None
+    calories: BestDay | None
+    active_minutes: BestDay | None
+
+
+class Standing(_View):
+    competition_id: str
+    name: str
+    metric: str
+    status: str
+    score: int
+    rank: int
+    gap_to_next_rank: int | None = Field(description="Points to the next rank up; null at 1")
+    participant_count: int
+    start_date: str
+    end_date: str
+
+
+class CompetitionStanding(_View):
+    competition_id: str
+    metric: str
+    score: int
+    rank: int
+    gap_to_next_rank: int | None
+    participant_count: int
+    projected_final_score: int
+    start_date: str
+    end_date: str
+
+
+class Stats(_View):
+    user_id: str
+    totals: Totals
+    daily_averages: Averages
+    active_days: int
+    days_recorded: int
+    best_day: BestDays
+    step_goal: int
+    current_streak: int
+    longest_streak: int
+    last_7_days: Totals
+    last_30_days: Totals
+    first_day: str | None
+    last_day: str | None
+    competitions: list[Standing] | None = Field(
+        None, description="Without competition_id: every competition of the user"
+    )
+    competition: CompetitionStanding | None = Field(
+        None, description="With competition_id: the standing in it"
+    )
+
+
+class SourceDay(_View):
+    steps: int
+    distance: int
+    calories: int
+    active_minutes: int
+    synced_at: str
+
+
+class HistoryDay(_View):
+    date: str
+    steps: int
+    distance: int
+    calories: int
+    active_minutes: int
+    sources: dict[str, SourceDay]
+    last_synced_at: str | None
+
+
+class History(_View):
+    user_id: str
+    from_: str = Field(alias="from")
+    to: str
+    days: list[HistoryDay]
+
+
+class UserCompetitions(_View):
+    user_id: str
+    competitions: list[Standing]

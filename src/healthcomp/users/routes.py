@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
+from healthcomp.activity.schemas import UserCompetitions
 from healthcomp.competitions import repo as competitions
 from healthcomp.core.deps import Ctx, CurrentPrincipal, CurrentUser
 from healthcomp.core.keys import ID_PATTERN
@@ -41,6 +42,7 @@ async def put_profile(ctx: Ctx, user: CurrentUser, body: ProfileUpdate) -> JSONB
 
 @router.get(
     "/{user_id}/competitions",
+    response_model=Envelope[UserCompetitions],
     summary="The user's competitions with score and rank (self or service)",
 )
 async def user_competitions(
