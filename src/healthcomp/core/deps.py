@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from healthcomp.core import ratelimit
 from healthcomp.core.auth import Principal
 from healthcomp.core.context import AppContext
 from healthcomp.core.errors import Forbidden, Unauthorized
@@ -26,6 +27,22 @@ async def get_principal(
     ctx: Ctx,
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    settings = ctx.settings
+    try:
+        principal = await _verify(ctx, request, credentials)
+    finally:
+        # Every request counts against its address, rejected tokens included, so a
+        # flood of guessed tokens is throttled too.
+        address = request.client.host if request.client else "unknown"
+        await ratelimit.check(ctx, "ip", address, settings.rate_limit_ip_per_minute)
+    if principal.user_id is not None:
+        await ratelimit.check(ctx, "user", principal.user_id, settings.rate_limit_user_per_minute)
+    return principal
+
+
+async def _verify(
+    ctx: AppContext, request: Request, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:
     if credentials is None:
         header = request.headers.get("authorization")

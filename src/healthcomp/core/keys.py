@@ -21,6 +21,7 @@ another key.
 | `P:{c:C}:names` | hash | participant -> display name (copied from the profile, for one-trip pages) |
 | `P:{c:C}:adj` | hash | participant -> JSON adjustment offsets of trusted score writes |
 | `P:{c:C}:audit` | list | JSON audit records (trusted writes, cancels), newest last |
+| `P:rl:user:U`, `P:rl:ip:A` | string | rate-limit state (GCRA arrival time, µs), expires when idle |
 | `P:competitions` | zset | competition id -> created_at (epoch ms), for listing |
 """
 
@@ -94,6 +95,10 @@ class Keys:
     # --- global indexes (each a single key, so single-slot) ---------------------
     def competitions(self) -> str:
         return f"{self.prefix}:competitions"
+
+    def rate(self, kind: str, subject: str) -> str:
+        """A rate-limit bucket; `subject` is a user id or an IP address."""
+        return f"{self.prefix}:rl:{kind}:{subject}"
 
     def health_probe(self) -> str:
         return f"{self.prefix}:health"

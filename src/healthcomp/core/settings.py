@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     redis_max_connections: int = Field(
         64, ge=2, le=10000, validation_alias="HC_REDIS_MAX_CONNECTIONS"
     )
+    # Requests per minute; 0 turns a limit off. Bursts up to the limit are allowed.
+    rate_limit_user_per_minute: int = Field(1200, ge=0, validation_alias="HC_RATE_LIMIT_USER")
+    rate_limit_ip_per_minute: int = Field(6000, ge=0, validation_alias="HC_RATE_LIMIT_IP")
     step_goal: int = Field(10_000, ge=1, le=100_000, validation_alias="HC_STEP_GOAL")
     demo_on_start: bool = Field(False, validation_alias="HC_DEMO")
     metrics_public: bool = Field(True, validation_alias="HC_METRICS_PUBLIC")

@@ -1,0 +1,82 @@
+"""Per-user and per-IP limits: 429 with Retry-After, shared through Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from healthcomp.core import ratelimit
+from healthcomp.core.settings import Settings
+from tests.conftest import assert_error, auth, make_settings
+from tests.core.support import running_app
+
+ME = "/api/v1/users/me"
+
+
+def limited(tmp_path: Path, redis_url: str, user: int = 0, ip: int = 0) -> Settings:
+    return make_settings(
+        tmp_path,
+        redis_url,
+        rate_limit_user_per_minute=user,
+        rate_limit_ip_per_minute=ip,
+    )
+
+
+async def test_user_limit_answers_429_with_retry_after(tmp_path: Path, redis_url: str) -> None:
+    async with running_app(limited(tmp_path, redis_url, user=5)) as (_, client):
+        for _ in range(5):
+            assert (await client.get(ME, headers=auth("ann"))).status_code == 200
+        resp = await client.get(ME, headers=auth("ann"))
+        assert_error(resp, 429, "rate_limited")
+        assert int(resp.headers["retry-after"]) >= 1
+        # Someone else is not affected.
+        assert (await client.get(ME, headers=auth("bob"))).status_code == 200
+
+
+async def test_ip_limit_counts_rejected_tokens(tmp_path: Path, redis_url: str) -> None:
+    async with running_app(limited(tmp_path, redis_url, ip=3)) as (_, client):
+        bad = {"Authorization": "Bearer not.a.token"}
+        for _ in range(3):
+            assert_error(await client.get(ME, headers=bad), 401)
+        assert_error(await client.get(ME, headers=bad), 429, "rate_limited")
+        # The address is throttled whatever the token.
+        assert_error(await client.get(ME, headers=auth("ann")), 429, "rate_limited")
+        # /health is never limited.
+        assert (await client.get("/health")).status_code == 200
+
+
+async def test_the_limit_is_shared_by_processes(tmp_path: Path, redis_url: str) -> None:
+    settings = limited(tmp_path, redis_url, user=4)
+    async with (
+        running_app(settings) as (_, first),
+        running_app(settings, keep_keys=True) as (
+            _,
+            second,
+        ),
+    ):
+        for client in (first, second, first, second):
+            assert (await client.get(ME, headers=auth("ann"))).status_code == 200
+        assert_error(await second.get(ME, headers=auth("ann")), 429)
+        assert_error(await first.get(ME, headers=auth("ann")), 429)
+
+
+async def test_the_bucket_refills(tmp_path: Path, redis_url: str) -> None:
+    # 60 a minute: a burst of 60, then one a second.
+    async with running_app(limited(tmp_path, redis_url, user=60)) as (app, client):
+        ctx = app.state.ctx
+        for _ in range(60):
+            await ratelimit.check(ctx, "user", "ann", 60)
+        resp = await client.get(ME, headers=auth("ann"))
+        assert_error(resp, 429)
+        assert resp.headers["retry-after"] == "1"
+        await asyncio.sleep(1.1)
+        assert (await client.get(ME, headers=auth("ann"))).status_code == 200
+        assert_error(await client.get(ME, headers=auth("ann")), 429)
+
+
+async def test_zero_turns_a_limit_off(tmp_path: Path, redis_url: str) -> None:
+    async with running_app(limited(tmp_path, redis_url)) as (app, client):
+        for _ in range(30):
+            assert (await client.get(ME, headers=auth("ann"))).status_code == 200
+        ctx = app.state.ctx
+        assert not [k async for k in ctx.r.scan_iter(match=f"{ctx.settings.key_prefix}:rl:*")]
