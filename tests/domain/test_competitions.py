@@ -705,3 +705,15 @@ async def test_a_competition_over_everywhere_cannot_be_created(client: httpx.Asy
     body["end_date"] = "2026-11-10"
     resp = await client.post(f"{API}/competitions", headers=auth("org"), json=body)
     assert resp.status_code == 201, resp.text
+
+
+async def test_an_edit_cannot_move_a_competition_into_the_past(client: httpx.AsyncClient) -> None:
+    await create_comp(client, "later", start_date="2026-12-01", end_date="2026-12-10")
+    resp = await client.patch(
+        f"{API}/competitions/later",
+        headers=auth("org"),
+        json={"start_date": "2026-11-01", "end_date": "2026-11-09"},
+    )
+    assert "end_date" in {d["field"] for d in assert_error(resp, 422)["details"]}
+    got = (await client.get(f"{API}/competitions/later", headers=auth())).json()["data"]
+    assert got["start_date"] == "2026-12-01" and got["status"] == "upcoming"

@@ -169,6 +169,7 @@ async def update(
                 "The edited competition is not valid.", details=validation_details(exc.errors())
             ) from None
         _check_rules(merged)
+        _check_not_over(date.fromisoformat(merged["end_date"]), now)
         _check_start_horizon(
             date.fromisoformat(merged["start_date"]),
             datetime.fromtimestamp(int(stored.doc["epoch_ms"]) / 1000, UTC),
