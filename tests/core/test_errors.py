@@ -51,8 +51,8 @@ def _fields(body: dict[str, Any]) -> set[str]:
         ({"display_name": "x" * 81}, "display_name", "string_too_long"),
         ({"display_name": "a\x00b"}, "display_name", "value_error"),
         ({"display_name": 42}, "display_name", "string_type"),
-        ({"avatar_url": "ftp://x"}, "avatar_url", "value_error"),
-        ({"avatar_url": "javascript:alert(1)"}, "avatar_url", "value_error"),
+        ({"avatar_url": "ftp://x"}, "avatar_url", "string_pattern_mismatch"),
+        ({"avatar_url": "javascript:alert(1)"}, "avatar_url", "string_pattern_mismatch"),
         ({"nickname": "x"}, "nickname", "extra_forbidden"),
     ],
 )

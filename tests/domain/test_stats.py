@@ -287,3 +287,11 @@ async def test_history_for_co_participant_stays_in_window(client: httpx.AsyncCli
     assert resp.status_code == 200, resp.text
     dates = [d["date"] for d in resp.json()["data"]["days"]]
     assert dates and all("2026-11-01" <= d <= "2026-11-30" for d in dates), dates
+
+
+async def test_history_days_must_be_calendar_days(client: httpx.AsyncClient) -> None:
+    await client.get("/api/v1/users/me", headers=auth("a"))
+    for query in ("to=0", "from=20261101", "to=2026-11-10T00:00:00Z", "from=2026-02-30"):
+        resp = await client.get(f"/api/v1/fitness/history/a?{query}", headers=auth("a"))
+        field = query.split("=")[0]
+        assert field in {d["field"] for d in assert_error(resp, 422)["details"]}, query

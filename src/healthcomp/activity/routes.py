@@ -24,6 +24,22 @@ router = APIRouter(prefix="/fitness", tags=["activity"])
 
 CompetitionQuery = Annotated[str | None, Query(pattern=ID_PATTERN)]
 MAX_HISTORY_DAYS = 366
+DAY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+
+
+def _day(name: str, value: str | None) -> date | None:
+    """A calendar day given as YYYY-MM-DD (nothing else: no timestamps, no numbers)."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValidationFailed(
+            f"'{name}' is not a calendar day.",
+            details=[
+                {"field": name, "message": "not a valid YYYY-MM-DD day", "type": "value_error"}
+            ],
+        ) from None
 
 
 @router.post(
@@ -125,13 +141,13 @@ async def history(
     ctx: Ctx,
     principal: CurrentPrincipal,
     user_id: Annotated[str, Path(pattern=ID_PATTERN)],
-    from_: Annotated[date | None, Query(alias="from")] = None,
-    to: Annotated[date | None, Query()] = None,
+    from_: Annotated[str | None, Query(alias="from", pattern=DAY_PATTERN)] = None,
+    to: Annotated[str | None, Query(pattern=DAY_PATTERN)] = None,
     competition_id: CompetitionQuery = None,
 ) -> JSONBytes:
     await _check_access(ctx, principal, user_id, competition_id)
-    last = to or ctx.clock.today()
-    first = from_ or last - timedelta(days=29)
+    last = _day("to", to) or ctx.clock.today()
+    first = _day("from", from_) or last - timedelta(days=29)
     if first > last:
         raise ValidationFailed(
             "'from' must not be after 'to'.",

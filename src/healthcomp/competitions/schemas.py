@@ -85,7 +85,7 @@ class _Rules(BaseModel):
     format: Literal["ranked", "goal"] | None = None
     goal: Goal | None = None
     entry_fee_cents: int | None = Field(None, ge=0, le=MAX_CENTS)
-    currency: str | None = Field(None, min_length=3, max_length=3)
+    currency: str | None = Field(None, pattern=r"^[A-Z]{3}$")
     prize_pool_cents: int | None = Field(None, ge=0, le=MAX_CENTS)
     rake_percent: Decimal | None = Field(None, ge=0, le=100, decimal_places=2)
     payout: Payout | None = None
@@ -117,7 +117,7 @@ class CompetitionCreate(_Rules):
     end_date: date = Field(examples=["2026-11-30"])
     format: Literal["ranked", "goal"] = "ranked"
     entry_fee_cents: int = Field(0, ge=0, le=MAX_CENTS)
-    currency: str = Field("USD", min_length=3, max_length=3)
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$", examples=["USD"])
     prize_pool_cents: int = Field(0, ge=0, le=MAX_CENTS)
     rake_percent: Decimal = Field(Decimal(0), ge=0, le=100, decimal_places=2)
     min_participants: int = Field(1, ge=1, le=1_000_000)

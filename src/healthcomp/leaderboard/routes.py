@@ -5,8 +5,6 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from healthcomp.core.deps import Ctx, CurrentPrincipal
-from healthcomp.core.errors import ValidationFailed
-from healthcomp.core.keys import valid_id
 from healthcomp.core.responses import Envelope, JSONBytes, ok
 from healthcomp.leaderboard import service
 from healthcomp.leaderboard.schemas import Id, Leaderboard, ScoreUpdate, ScoreUpdateResult
@@ -30,13 +28,10 @@ async def get_leaderboard(
     competition_id: Id,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-    around: Annotated[str | None, Query(description="`me` or a user id")] = None,
+    around: Annotated[
+        str | None, Query(description="`me` or a user id", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    ] = None,
 ) -> JSONBytes:
-    if around is not None and around != "me" and not valid_id(around):
-        raise ValidationFailed(
-            "around must be 'me' or a user id.",
-            details=[{"field": "around", "message": "invalid id", "type": "value_error"}],
-        )
     board = await service.leaderboard(
         ctx, principal, competition_id, limit=limit, offset=offset, around=around
     )

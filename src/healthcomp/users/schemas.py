@@ -26,7 +26,9 @@ def _check_url(value: str | None) -> str | None:
 
 
 DisplayName = Annotated[str, Field(min_length=1, max_length=80), AfterValidator(_clean_name)]
-AvatarUrl = Annotated[str | None, Field(max_length=2048), AfterValidator(_check_url)]
+AvatarUrl = Annotated[
+    str | None, Field(max_length=2048, pattern=r"^(https?://\S+)?$"), AfterValidator(_check_url)
+]
 
 
 class ProfileUpdate(BaseModel):
