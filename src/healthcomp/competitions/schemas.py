@@ -6,7 +6,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from healthcomp.core.keys import ID_PATTERN
 from healthcomp.core.money import ISO_4217
@@ -66,6 +66,9 @@ class Goal(BaseModel):
     min_days: int = Field(ge=1, le=MAX_WINDOW_DAYS, examples=[20])
 
 
+_CURRENCIES: list[JsonValue] = sorted(ISO_4217)
+
+
 def _currency(value: str) -> str:
     if value not in ISO_4217:
         raise ValueError("must be an ISO 4217 currency code such as USD or EUR")
@@ -85,7 +88,9 @@ class _Rules(BaseModel):
     format: Literal["ranked", "goal"] | None = None
     goal: Goal | None = None
     entry_fee_cents: int | None = Field(None, ge=0, le=MAX_CENTS)
-    currency: str | None = Field(None, pattern=r"^[A-Z]{3}$")
+    currency: str | None = Field(
+        None, pattern=r"^[A-Z]{3}$", json_schema_extra={"enum": _CURRENCIES}
+    )
     prize_pool_cents: int | None = Field(None, ge=0, le=MAX_CENTS)
     rake_percent: Decimal | None = Field(None, ge=0, le=100, decimal_places=2)
     payout: Payout | None = None
@@ -117,7 +122,7 @@ class CompetitionCreate(_Rules):
     end_date: date = Field(examples=["2026-11-30"])
     format: Literal["ranked", "goal"] = "ranked"
     entry_fee_cents: int = Field(0, ge=0, le=MAX_CENTS)
-    currency: str = Field("USD", pattern=r"^[A-Z]{3}$", examples=["USD"])
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$", json_schema_extra={"enum": _CURRENCIES})
     prize_pool_cents: int = Field(0, ge=0, le=MAX_CENTS)
     rake_percent: Decimal = Field(Decimal(0), ge=0, le=100, decimal_places=2)
     min_participants: int = Field(1, ge=1, le=1_000_000)

@@ -20,7 +20,7 @@ def _clean_name(value: str) -> str:
 def _check_url(value: str | None) -> str | None:
     if value is None or value == "":
         return None
-    if not re.fullmatch(r"https?://[^\s]{1,2040}", value):
+    if not re.fullmatch(r"https?://\S+", value):
         raise ValueError("must be an http(s) URL")
     return value
 
