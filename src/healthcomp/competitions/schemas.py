@@ -66,7 +66,7 @@ class Goal(BaseModel):
     min_days: int = Field(ge=1, le=MAX_WINDOW_DAYS, examples=[20])
 
 
-_CURRENCIES: list[JsonValue] = sorted(ISO_4217)
+_CURRENCIES: list[JsonValue] = [*sorted(ISO_4217)]
 
 
 def _currency(value: str) -> str:
