@@ -10,6 +10,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from healthcomp.core.errors import error_body
 
 
+async def send_error(
+    send: Send, status: int, error: str, message: str, headers: dict[str, str]
+) -> None:
+    """The SPEC §4 envelope, sent from below the framework."""
+    body = error_body(status, error, message)
+    raw = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.encode(), v.encode()) for k, v in headers.items()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
 class _TooLarge(HTTPException):
     """Raised from `receive`; FastAPI lets an HTTPException through body parsing."""
 
@@ -23,21 +37,8 @@ class BodyLimit:
         self.max_bytes = max_bytes
 
     async def _reject(self, send: Send) -> None:
-        body = error_body(
-            413, "payload_too_large", f"The request body exceeds {self.max_bytes} bytes."
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        message = f"The request body exceeds {self.max_bytes} bytes."
+        await send_error(send, 413, "payload_too_large", message, {"connection": "close"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -107,20 +108,7 @@ class Deadline:
         except TimeoutError:
             if started:
                 raise
-            body = error_body(
-                503,
-                "service_unavailable",
-                "The request took too long; the datastore may be unavailable. Try again shortly.",
+            message = (
+                "The request took too long; the datastore may be unavailable. Try again shortly."
             )
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 503,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"retry-after", b"2"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await send_error(send, 503, "service_unavailable", message, {"retry-after": "2"})
