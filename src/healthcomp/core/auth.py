@@ -15,15 +15,17 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import jwt
 from jwt import PyJWK
 
 from healthcomp.core.errors import Forbidden, ServiceUnavailable, Unauthorized
 from healthcomp.core.keys import valid_id
 from healthcomp.core.settings import Settings
+
+if TYPE_CHECKING:  # imported when a JWKS is configured: ~6 MB a worker saved otherwise
+    import httpx
 
 log = logging.getLogger("healthcomp.auth")
 
@@ -92,6 +94,8 @@ class JWKSCache:
         self._attempted_at = time.monotonic()
         self.fetches += 1
         if self._client is None:
+            import httpx
+
             self._client = httpx.AsyncClient(timeout=self.timeout)
         resp = await self._client.get(self.url, headers={"Accept": "application/json"})
         resp.raise_for_status()
@@ -114,6 +118,8 @@ class JWKSCache:
         self._fetched_at = time.monotonic()
 
     async def get(self, kid: str) -> PyJWK | None:
+        from httpx import HTTPError
+
         if self._fresh() and kid in self._keys:
             return self._keys[kid]
         async with self._lock:
@@ -124,7 +130,7 @@ class JWKSCache:
             if stale or may_refetch:
                 try:
                     await self._refresh()
-                except (httpx.HTTPError, ValueError) as exc:
+                except (HTTPError, ValueError) as exc:
                     log.warning("JWKS fetch from %s failed: %s", self.url, exc)
                     # Keys older than the TTL are not trusted any more.
                     if not self._fresh():
