@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from healthcomp.competitions import repo, service
+from healthcomp.competitions import service
 from healthcomp.competitions.schemas import (
     Competition,
     CompetitionCreate,
@@ -77,31 +77,7 @@ async def list_competitions(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> JSONBytes:
-    now = ctx.clock.now()
-    total = await repo.count_all(ctx)
-    items: list[dict[str, Any]] = []
-    if status is None:
-        ids = await repo.list_ids(ctx, offset, limit)
-        for stored in await repo.load_many(ctx, ids):
-            if stored is not None:
-                items.append(stored.view(now))
-        # The index may hold an id whose creation was interrupted; it is not listed.
-    else:
-        matched, cursor, chunk = 0, 0, 200
-        total = 0
-        while True:
-            ids = await repo.list_ids(ctx, cursor, chunk)
-            if not ids:
-                break
-            for stored in await repo.load_many(ctx, ids):
-                if stored is None or stored.status(now) != status:
-                    continue
-                if offset <= matched < offset + limit:
-                    items.append(stored.view(now))
-                matched += 1
-            cursor += chunk
-        total = matched
-    return ok({"items": items, "total_count": total, "limit": limit, "offset": offset})
+    return ok(await service.list_page(ctx, status, limit, offset))
 
 
 @router.get("/{competition_id}", response_model=Envelope[Competition], summary="One competition")

@@ -77,13 +77,11 @@ async def require_participant_or_organizer(
         )
 
 
-def _json_doc(model: CompetitionCreate) -> dict[str, Any]:
-    doc = model.model_dump(mode="json")
-    doc["rake_percent"] = str(model.rake_percent)
+def _with_default_payout(doc: dict[str, Any]) -> dict[str, Any]:
+    """The stored form: `mode="json"` dumps already hold decimals as exact strings;
+    only a missing payout needs filling in (the original 60/30/10 split)."""
     if doc.get("payout") is None:
         doc["payout"] = {"scheme": "top_n", "percentages": ["60", "30", "10"]}
-    elif "percentages" in doc["payout"]:
-        doc["payout"]["percentages"] = [str(p) for p in doc["payout"]["percentages"]]
     return doc
 
 
@@ -119,7 +117,7 @@ async def create(ctx: AppContext, principal: Principal, body: CompetitionCreate)
     _check_not_over(body.end_date, now)
     if principal.user_id is not None:
         await users.ensure_profile(ctx, principal)
-    doc = _json_doc(body)
+    doc = _with_default_payout(body.model_dump(mode="json"))
     doc["description"] = doc.get("description") or ""
     doc["id"] = body.id or str(uuid.uuid4())
     # null for the service role: no user id can ever match it and become organizer.
@@ -129,6 +127,32 @@ async def create(ctx: AppContext, principal: Principal, body: CompetitionCreate)
     if not await repo.create(ctx, doc, to_ms(now)):
         raise Conflict(f"A competition '{doc['id']}' already exists.", error="competition_exists")
     return await get(ctx, doc["id"])
+
+
+async def list_page(ctx: AppContext, status: str | None, limit: int, offset: int) -> dict[str, Any]:
+    """A page of competitions, newest first, optionally of one status.
+
+    Status depends on the time, so a filtered page walks the index in chunks and
+    counts the matches. The index may hold an id whose creation was interrupted; such
+    an id is skipped.
+    """
+    now = ctx.clock.now()
+    items: list[dict[str, Any]] = []
+    if status is None:
+        total = await repo.count_all(ctx)
+        ids = await repo.list_ids(ctx, offset, limit)
+        items = [s.view(now) for s in await repo.load_many(ctx, ids) if s is not None]
+    else:
+        total, cursor, chunk = 0, 0, 200
+        while ids := await repo.list_ids(ctx, cursor, chunk):
+            for stored in await repo.load_many(ctx, ids):
+                if stored is None or stored.status(now) != status:
+                    continue
+                if offset <= total < offset + limit:
+                    items.append(stored.view(now))
+                total += 1
+            cursor += chunk
+    return {"items": items, "total_count": total, "limit": limit, "offset": offset}
 
 
 async def update(
@@ -154,13 +178,7 @@ async def update(
         for name in ("name", "description"):
             if name in changes and changes[name] is None:
                 raise ValidationFailed(f"{name} cannot be null.")
-        merged = {**stored.doc, **changes}
-        if "rake_percent" in changes:
-            merged["rake_percent"] = str(body.rake_percent)
-        if "payout" in changes and changes["payout"] and "percentages" in changes["payout"]:
-            merged["payout"]["percentages"] = [str(p) for p in changes["payout"]["percentages"]]
-        if merged.get("payout") is None:
-            merged["payout"] = {"scheme": "top_n", "percentages": ["60", "30", "10"]}
+        merged = _with_default_payout({**stored.doc, **changes})
         try:
             fields = CompetitionCreate.model_fields
             CompetitionCreate.model_validate({k: v for k, v in merged.items() if k in fields})
