@@ -9,6 +9,7 @@ from healthcomp.activity import repo, service, stats
 from healthcomp.activity.schemas import Batch, History, Stats, SyncBody, SyncResult
 from healthcomp.competitions import repo as competitions_repo
 from healthcomp.competitions import service as competitions
+from healthcomp.competitions.model import Stored
 from healthcomp.core.auth import Principal
 from healthcomp.core.clock import from_ms
 from healthcomp.core.context import AppContext
@@ -64,8 +65,11 @@ async def sync(
 
 async def _check_access(
     ctx: AppContext, principal: Principal, user_id: str, competition_id: str | None
-) -> None:
-    """Self or service; a co-participant may look when naming the competition."""
+) -> Stored | None:
+    """Self or service; a co-participant may look when naming the competition.
+
+    Returns the competition looked through, if one was named.
+    """
     if competition_id is not None:
         stored = await competitions.get(ctx, competition_id)
         if not await competitions_repo.is_participant(ctx, competition_id, user_id):
@@ -78,14 +82,15 @@ async def _check_access(
             or principal.user_id == user_id
             or stored.organized_by(principal.user_id)
         ):
-            return
+            return stored
         assert principal.user_id is not None
         if await competitions_repo.is_participant(ctx, competition_id, principal.user_id):
-            return
+            return stored
         raise Forbidden("Only co-participants may see this user's stats.", error="forbidden")
     principal.require_self_or_service(user_id)
     if not await repo.user_exists(ctx, user_id):
         raise NotFound(f"No user '{user_id}'.", error="user_not_found")
+    return None
 
 
 @router.get(
@@ -100,14 +105,14 @@ async def user_stats(
     competition_id: CompetitionQuery = None,
     step_goal: Annotated[int | None, Query(ge=1, le=100_000)] = None,
 ) -> JSONBytes:
-    await _check_access(ctx, principal, user_id, competition_id)
+    stored = await _check_access(ctx, principal, user_id, competition_id)
     await service.repair(ctx, user_id)
     goal = step_goal or ctx.settings.step_goal
     today = ctx.clock.today()
     days = stats.parse_days(await repo.effective_days(ctx, user_id))
     data: dict[str, Any] = {"user_id": user_id}
-    if competition_id is not None:
-        stored = await competitions.get(ctx, competition_id)
+    if stored is not None:
+        competition_id = stored.id
         window = {d: v for d, v in days.items() if stored.start <= d <= stored.end}
         standing = await boards.standing(ctx, competition_id, user_id)
         assert standing is not None
@@ -145,7 +150,7 @@ async def history(
     to: Annotated[str | None, Query(pattern=DAY_PATTERN)] = None,
     competition_id: CompetitionQuery = None,
 ) -> JSONBytes:
-    await _check_access(ctx, principal, user_id, competition_id)
+    stored = await _check_access(ctx, principal, user_id, competition_id)
     last = _day("to", to) or ctx.clock.today()
     first = _day("from", from_) or last - timedelta(days=29)
     if first > last:
@@ -158,9 +163,8 @@ async def history(
             f"A history range covers at most {MAX_HISTORY_DAYS} days.",
             details=[{"field": "from", "message": "range too long", "type": "value_error"}],
         )
-    if competition_id is not None:
+    if stored is not None:
         # Seen through a competition: only that competition's days.
-        stored = await competitions.get(ctx, competition_id)
         first, last = max(first, stored.start), min(last, stored.end)
     effective = await repo.effective_days(ctx, user_id)
     sources = await repo.source_records(ctx, user_id)
