@@ -118,8 +118,6 @@ class JWKSCache:
         self._fetched_at = time.monotonic()
 
     async def get(self, kid: str) -> PyJWK | None:
-        from httpx import HTTPError
-
         if self._fresh() and kid in self._keys:
             return self._keys[kid]
         async with self._lock:
@@ -128,6 +126,8 @@ class JWKSCache:
             stale = not self._fresh()
             may_refetch = time.monotonic() - self._attempted_at >= self.min_refetch
             if stale or may_refetch:
+                from httpx import HTTPError  # lazily, like the client: only with a JWKS
+
                 try:
                     await self._refresh()
                 except (HTTPError, ValueError) as exc:

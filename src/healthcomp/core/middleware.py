@@ -24,6 +24,22 @@ async def send_error(
     await send({"type": "http.response.body", "body": body})
 
 
+class _TrackedSend:
+    """Wraps `send` and remembers whether the response has started: a guard may only
+    answer with its own error before that."""
+
+    __slots__ = ("send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
+
+
 class _TooLarge(HTTPException):
     """Raised from `receive`; FastAPI lets an HTTPException through body parsing."""
 
@@ -54,7 +70,6 @@ class BodyLimit:
                     await self._reject(send)
                     return
         seen = 0
-        started = False
 
         async def counting_receive() -> Message:
             nonlocal seen
@@ -65,16 +80,11 @@ class BodyLimit:
                     raise _TooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = _TrackedSend(send)
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, tracked)
         except _TooLarge:
-            if not started:
+            if not tracked.started:
                 await self._reject(send)
 
 
@@ -94,19 +104,12 @@ class Deadline:
         if scope["type"] != "http" or scope["path"] == "/health":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = _TrackedSend(send)
         try:
             async with asyncio.timeout(self.seconds):
-                await self.app(scope, receive, tracking_send)
+                await self.app(scope, receive, tracked)
         except TimeoutError:
-            if started:
+            if tracked.started:
                 raise
             message = (
                 "The request took too long; the datastore may be unavailable. Try again shortly."
