@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import AliasChoices, AliasPath
 
 from healthcomp.app import create_app
 from healthcomp.core.auth import SERVICE, USER, mint_token
@@ -64,7 +65,40 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         raise RuntimeError(f"unknown HC_TEST_BACKEND {BACKEND!r}")
 
 
+def settings_env_names() -> frozenset[str]:
+    """Every environment variable `Settings` reads, upper-cased (it reads them in any case)."""
+    config = Settings.model_config
+    # With populate_by_name, pydantic-settings reads a field's own name too (`data_dir`,
+    # `DATA_DIR`), not only its alias.
+    by_name = bool(config.get("populate_by_name") or config.get("validate_by_name"))
+    names: set[str] = set()
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias or name]
+        for choice in choices:
+            # An AliasPath reads the variable named by its first step.
+            names.add(str(choice.path[0]) if isinstance(choice, AliasPath) else choice)
+        if by_name:
+            names.add(name)
+    prefix = config.get("env_prefix") or ""
+    return frozenset(f"{prefix}{name}".upper() for name in names)
+
+
+def clear_settings_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Removes every variable `Settings` would read, whatever its case, for this test."""
+    wanted = settings_env_names()
+    for name in list(os.environ):
+        if name.upper() in wanted:
+            monkeypatch.delenv(name)
+
+
 def make_settings(tmp_path: Path, redis_url: str | None, **overrides: Any) -> Settings:
+    """The declared defaults plus the test's values, never the environment or a `.env`.
+
+    `model_construct` fills unset fields from the class's defaults and runs no settings
+    source; it also skips validation, which lets a test shrink a bound (a 0.2 s JWKS TTL)
+    that production must not go below.
+    """
     values: dict[str, Any] = {
         "redis_url": redis_url,
         "supabase_jwt_secret": TEST_SECRET,
@@ -74,7 +108,10 @@ def make_settings(tmp_path: Path, redis_url: str | None, **overrides: Any) -> Se
         "key_prefix": "t" + uuid.uuid4().hex[:12],
     }
     values.update(overrides)
-    return Settings.model_construct(**{**Settings().model_dump(), **values})
+    unknown = set(values) - set(Settings.model_fields)
+    # model_construct drops a misspelt name without a word, leaving the default in place.
+    assert not unknown, f"not Settings fields: {sorted(unknown)}"
+    return Settings.model_construct(**values)
 
 
 @pytest.fixture

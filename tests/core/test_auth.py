@@ -27,7 +27,14 @@ from pydantic import ValidationError
 from healthcomp.app import create_app
 from healthcomp.core.auth import KeySourceMissing, load_or_create_dev_secret, mint_token
 from healthcomp.core.settings import Settings
-from tests.conftest import TEST_SECRET, assert_error, auth, make_settings, token
+from tests.conftest import (
+    TEST_SECRET,
+    assert_error,
+    auth,
+    clear_settings_env,
+    make_settings,
+    token,
+)
 from tests.core.support import running_app
 
 ME = "/api/v1/users/me"
@@ -43,7 +50,7 @@ def _segments(header: dict[str, Any], claims: dict[str, Any]) -> str:
     return f"{_b64(raw_header)}.{_b64(raw_claims)}"
 
 
-def user_claims(sub: str = "alice", **extra: Any) -> dict[str, Any]:
+def user_claims(sub: str | None = "alice", **extra: Any) -> dict[str, Any]:
     now = int(time.time())
     claims: dict[str, Any] = {
         "sub": sub,
@@ -134,6 +141,64 @@ async def test_valid_user_token(client: httpx.AsyncClient) -> None:
 async def test_aud_as_list_and_lowercase_scheme(client: httpx.AsyncClient) -> None:
     good = hs256(user_claims("alice", aud=["other", "authenticated"]))
     resp = await client.get(ME, headers={"Authorization": f"bearer {good}"})
+    assert resp.status_code == 200, resp.text
+
+
+# Supabase sends the string "authenticated" (some issuers send a list): the match is on a
+# whole audience, never a substring or a prefix.
+AUDIENCES: list[tuple[Any, bool]] = [
+    ("authenticated", True),
+    (["authenticated", "other"], True),
+    (["other", "authenticated"], True),
+    ("notauthenticated", False),
+    ("authenticated-x", False),
+    ("authenticate", False),
+    ("Authenticated", False),
+    (" authenticated", False),
+    ("", False),
+    (["authenticatedx"], False),
+    (["authenticated-x", "notauthenticated"], False),
+    ([["authenticated"]], False),
+    ([], False),
+]
+
+
+@pytest.mark.parametrize(("aud", "accepted"), AUDIENCES, ids=[repr(a) for a, _ in AUDIENCES])
+async def test_aud_is_matched_exactly(client: httpx.AsyncClient, aud: Any, accepted: bool) -> None:
+    resp = await client.get(ME, headers=bearer(hs256(user_claims("alice", aud=aud))))
+    if accepted:
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["data"]["user_id"] == "alice"
+    else:
+        assert_error(resp, 401, "unauthorized")
+
+
+BAD_TIME_CLAIMS = {
+    "exp a numeric string": lambda: {"exp": "9999999999"},
+    "exp a string": lambda: {"exp": "tomorrow"},
+    "exp true": lambda: {"exp": True},
+    "exp null": lambda: {"exp": None},
+    "exp a list": lambda: {"exp": [_now() + 3600]},
+    "nbf in the future": lambda: {"nbf": _now() + 3600},
+    "nbf a numeric string": lambda: {"nbf": "0"},
+    "nbf a future string": lambda: {"nbf": "9999999999"},
+    "nbf false": lambda: {"nbf": False},
+    "iat a numeric string": lambda: {"iat": str(_now())},
+}
+
+
+@pytest.mark.parametrize("claims", list(BAD_TIME_CLAIMS.values()), ids=list(BAD_TIME_CLAIMS))
+async def test_time_claims_must_be_numbers_in_range(client: httpx.AsyncClient, claims: Any) -> None:
+    # Built by hand: user_claims() drops None values, and `exp: null` must reach the server.
+    payload = {**user_claims("alice"), **claims()}
+    assert_error(await client.get(ME, headers=bearer(hs256(payload))), 401, "unauthorized")
+
+
+async def test_fractional_time_claims_are_accepted(client: httpx.AsyncClient) -> None:
+    # RFC 7519 NumericDate may carry a fraction; refusing non-numbers must not refuse these.
+    now = time.time()
+    claims = user_claims("alice", iat=now - 1.5, nbf=now - 1.5, exp=now + 3600.5)
+    resp = await client.get(ME, headers=bearer(hs256(claims)))
     assert resp.status_code == 200, resp.text
 
 
@@ -433,22 +498,28 @@ async def test_jwks_down_without_cached_keys_is_503(
 
 
 @pytest.mark.parametrize(
-    ("document", "status"),
+    ("document", "status", "error"),
     [
-        (b"this is not json", 503),
-        (b"[1, 2, 3]", 503),
-        (b'{"keys": "nope"}', 503),
-        (b'{"keys": [1, "x", null, {"kty": "EC"}]}', 401),  # a set without a usable key
+        (b"this is not json", 503, "service_unavailable"),
+        (b"[1, 2, 3]", 503, "service_unavailable"),
+        (b'{"keys": "nope"}', 503, "service_unavailable"),
+        # A set without a usable key: fetched fine, the token's kid is just not in it.
+        (b'{"keys": [1, "x", null, {"kty": "EC"}]}', 401, "unauthorized"),
     ],
     ids=["not json", "a list", "keys not a list", "keys unusable"],
 )
 async def test_jwks_garbage_is_not_a_500(
-    tmp_path: Path, redis_url: str, jwks_server: JWKSServer, document: bytes, status: int
+    tmp_path: Path,
+    redis_url: str,
+    jwks_server: JWKSServer,
+    document: bytes,
+    status: int,
+    error: str,
 ) -> None:
     jwks_server.documents[PATH] = document
     async with running_app(jwks_settings(tmp_path, redis_url, jwks_server)) as (_, client):
         resp = await client.get(ME, headers=bearer(EC1.sign(user_claims())))
-        assert_error(resp, status)
+        assert_error(resp, status, error)
         # Fixed at the source: the next request fetches again and succeeds.
         publish(jwks_server, EC1)
         resp = await client.get(ME, headers=bearer(EC1.sign(user_claims())))
@@ -534,16 +605,7 @@ async def test_issuer_with_supabase_jwks(
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in (
-        "SUPABASE_JWT_SECRET",
-        "SUPABASE_URL",
-        "HC_JWKS_URL",
-        "ENVIRONMENT",
-        "REDIS_URL",
-        "HC_DATA_DIR",
-        "HC_JWT_ALGORITHMS",
-    ):
-        monkeypatch.delenv(name, raising=False)
+    clear_settings_env(monkeypatch)
     monkeypatch.chdir(tmp_path)  # no stray .env
 
 
@@ -625,3 +687,68 @@ def test_concurrent_first_starts_agree_on_one_secret(tmp_path: Path) -> None:
         assert results == [stored] * 8
         assert stat.S_IMODE((data / "jwt-secret").stat().st_mode) == 0o600
         assert sorted(p.name for p in data.iterdir()) == ["jwt-secret"]
+
+
+# --- the test settings themselves ----------------------------------------------------------
+
+# Each read by `Settings()` under a different rule: an alias, a lower-cased alias, the second
+# of an AliasChoices, a field's own name (populate_by_name).
+LEAKY_ENV = {
+    "HC_RATE_LIMIT_USER": "1",
+    "SUPABASE_URL": "https://leak.supabase.co",
+    "SUPABASE_JWT_SECRET": "leaked-secret-" + "z" * 40,
+    "SUPABASE_ANON_KEY": "leaked-anon-key",
+    "ENVIRONMENT": "production",
+    "hc_jwt_leeway": "0",
+    "HOST": "0.0.0.0",
+    "workers": "3",
+}
+LEAKY_DOTENV = (
+    "HC_RATE_LIMIT_IP=1\n"
+    "HC_STEP_GOAL=5\n"
+    "HC_JWT_ALGORITHMS=RS256\n"
+    "REDIS_URL=redis://leak.invalid:6379/0\n"
+    "HC_MAX_BODY_BYTES=4096\n"
+)
+
+
+def test_make_settings_ignores_environment_and_dotenv(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    clear_settings_env(monkeypatch)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / ".env").write_text(LEAKY_DOTENV)
+    monkeypatch.chdir(cwd)
+    for name, value in LEAKY_ENV.items():
+        monkeypatch.setenv(name, value)
+
+    # The control: the class itself does read all of them here, so the test can fail.
+    leaky = Settings()
+    assert (leaky.rate_limit_user_per_minute, leaky.rate_limit_ip_per_minute) == (1, 1)
+    assert leaky.supabase_url == "https://leak.supabase.co" and leaky.is_production
+    assert (leaky.jwt_leeway_seconds, leaky.host, leaky.workers) == (0, "0.0.0.0", 3)
+    assert (leaky.step_goal, leaky.jwt_algorithms) == (5, ["RS256"])
+    assert leaky.redis_url == "redis://leak.invalid:6379/0"
+
+    settings = make_settings(tmp_path, None)
+    assert settings.redis_url is None
+    assert settings.supabase_url is None
+    assert settings.supabase_jwt_secret == TEST_SECRET
+    assert settings.environment == "development"
+    assert settings.data_dir == tmp_path / "data"
+    chosen = {"redis_url", "supabase_url", "supabase_jwt_secret", "environment", "data_dir"}
+    chosen.add("key_prefix")  # random per call
+    for name, info in Settings.model_fields.items():
+        if name not in chosen:
+            declared = info.get_default(call_default_factory=True)
+            assert getattr(settings, name) == declared, name
+    # Overrides still win, and still only they.
+    limited = make_settings(tmp_path, None, rate_limit_user_per_minute=7)
+    assert (limited.rate_limit_user_per_minute, limited.rate_limit_ip_per_minute) == (7, 6000)
+
+
+def test_make_settings_refuses_unknown_names(tmp_path: Path) -> None:
+    # The env-var spelling is not a field name: it would otherwise be dropped silently.
+    with pytest.raises(AssertionError, match="HC_RATE_LIMIT_USER"):
+        make_settings(tmp_path, None, HC_RATE_LIMIT_USER=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import secrets
 import time
@@ -34,6 +35,12 @@ SERVICE = "service_role"
 ANON = "anon"
 
 _KTY_FOR_ALG = {"ES256": "EC", "RS256": "RSA"}
+_TIME_CLAIMS = ("exp", "nbf", "iat")
+
+
+def _is_numeric_date(value: object) -> bool:
+    # bool is an int subclass; `true` is no date.
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -251,6 +258,11 @@ class Authenticator:
             raise Unauthorized("The token is not valid yet.") from None
         except jwt.PyJWTError:
             raise Unauthorized("The token's signature or claims are invalid.") from None
+        # PyJWT compares int(claim), so a string "9999999999" would pass as a date
+        # forever in the future; RFC 7519 NumericDate is a JSON number.
+        for name in _TIME_CLAIMS:
+            if name in claims and not _is_numeric_date(claims[name]):
+                raise Unauthorized(f"The token's '{name}' claim is not a number.")
         return self._principal(claims)
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
