@@ -55,7 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from healthcomp.app import EMBEDDED_URL_ENV
-    from healthcomp.core.embedded import DataDirLocked, EmbeddedRedis
+    from healthcomp.core.embedded import EmbeddedRedis, start_or_share
 
     settings = _settings(args)
     # Make the flags visible to the workers, which build their own Settings.
@@ -67,15 +67,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     embedded: EmbeddedRedis | None = None
     if not settings.redis_url:
-        embedded = EmbeddedRedis(settings.data_dir)
+        # Owner of the data directory's server, or a standby that takes it over (at the
+        # same URL, which the workers keep) when the process owning it goes.
         try:
-            os.environ[EMBEDDED_URL_ENV] = embedded.start()
-        except DataDirLocked:
-            running = EmbeddedRedis.url_of_running(settings.data_dir)
-            if running is None:
-                sys.exit(f"healthcomp: {settings.data_dir} is locked by another process")
-            embedded = None
-            os.environ[EMBEDDED_URL_ENV] = running
+            os.environ[EMBEDDED_URL_ENV], embedded = start_or_share(settings.data_dir)
+        except RuntimeError as exc:
+            sys.exit(f"healthcomp: {exc}")
     # Fail fast, in the parent, on a configuration that cannot verify tokens.
     from healthcomp.core.auth import Authenticator, KeySourceMissing
 

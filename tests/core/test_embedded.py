@@ -8,21 +8,30 @@ import fcntl
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import redis
 
 from healthcomp.app import EMBEDDED_URL_ENV
-from healthcomp.core.embedded import DataDirLocked, EmbeddedRedis, free_loopback_port
+from healthcomp.core.embedded import (
+    DataDirLocked,
+    EmbeddedRedis,
+    free_loopback_port,
+    redis_server_binary,
+    start_or_share,
+)
 from healthcomp.core.settings import Settings
 from tests.conftest import assert_error, auth, make_settings
 from tests.core.support import running_app
@@ -88,6 +97,50 @@ def lock_is_free(data_dir: Path) -> bool:
         return True
 
 
+def eventually(check: Callable[[], bool], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
+
+
+_OWNER_SCRIPT = (
+    "import sys, time\n"
+    "from pathlib import Path\n"
+    "from healthcomp.core.embedded import EmbeddedRedis\n"
+    "server = EmbeddedRedis(Path(sys.argv[1]))\n"
+    "print(server.start(), server.pid, flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+@contextmanager
+def owner_process(
+    data: Path, script: str = _OWNER_SCRIPT
+) -> Iterator[tuple[subprocess.Popen[str], str, int]]:
+    """Another service process owning `data`'s server: (process, URL, server pid)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(data)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().split()
+        assert len(line) == 2, f"the owner process started no server (exit {proc.wait(10)})"
+        yield proc, line[0], int(line[1])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+def raw_reply(host: str, port: int, request: bytes) -> bytes:
+    with socket.create_connection((host, port), timeout=5) as conn:
+        conn.sendall(request)
+        return conn.recv(256)
+
+
 @pytest.fixture(autouse=True)
 def no_inherited_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(EMBEDDED_URL_ENV, raising=False)
@@ -141,16 +194,38 @@ async def test_starts_its_own_server_in_the_data_dir(short_dir: Path) -> None:
     assert lock_is_free(settings.data_dir)
 
 
-async def test_long_data_dir_falls_back_to_a_loopback_port(tmp_path: Path) -> None:
+async def test_long_data_dir_falls_back_to_a_loopback_port_with_a_password(
+    tmp_path: Path,
+) -> None:
     settings = embedded_settings(tmp_path, data_dir=tmp_path / ("d" * 110))
     async with running_app(settings) as (app, client):
         ctx = app.state.ctx
-        assert ctx.redis.url.startswith("redis://127.0.0.1:")
-        port = int(ctx.redis.url.rsplit(":", 1)[1].split("/")[0])
-        assert port not in (0, 6379)
+        url = urlsplit(ctx.redis.url)
+        assert (url.scheme, url.hostname, url.path) == ("redis", "127.0.0.1", "/0")
+        assert url.port not in (None, 0, 6379)
+        assert url.password is not None and len(url.password) >= 32
         assert (await ctx.r.config_get("bind")) == {"bind": "127.0.0.1"}
-        resp = await client.get(ME, headers=auth())
+        assert (await ctx.r.config_get("requirepass")) == {"requirepass": url.password}
+
+        # The URL file holds the password: the owner's user alone may read it.
+        url_file = settings.data_dir / "redis" / "url"
+        assert url_file.read_text() == ctx.redis.url
+        assert stat.S_IMODE(url_file.stat().st_mode) == 0o600
+
+        # Any local user can reach a loopback port; without the password, nothing.
+        assert raw_reply("127.0.0.1", url.port, b"PING\r\n").startswith(b"-NOAUTH")
+        assert raw_reply("127.0.0.1", url.port, b"AUTH wrong\r\n").startswith(b"-WRONGPASS")
+        anonymous = redis.Redis(host="127.0.0.1", port=url.port)
+        try:
+            with pytest.raises(redis.AuthenticationError):
+                anonymous.get("anything")
+        finally:
+            anonymous.close()
+
+        resp = await client.put(PROFILE, headers=auth(), json={"display_name": "Over TCP"})
         assert resp.status_code == 200, resp.text
+        resp = await client.get(ME, headers=auth())
+        assert resp.status_code == 200 and resp.json()["data"]["display_name"] == "Over TCP"
         pid = ctx.embedded.pid
     assert wait_dead(pid)
 
@@ -254,11 +329,12 @@ async def test_one_server_per_data_dir(short_dir: Path) -> None:
         assert EmbeddedRedis.url_of_running(data) == url
         assert first._ping()
 
-        # A second service on the same directory shares the running server.
+        # A second service on the same directory shares the running server, on standby.
         settings = embedded_settings(short_dir)
         async with running_app(settings) as (app, client):
             ctx = app.state.ctx
-            assert ctx.embedded is None
+            assert ctx.embedded is not None
+            assert not ctx.embedded.owner and ctx.embedded.pid is None
             assert ctx.redis.mode == "embedded" and ctx.redis.url == url
             resp = await client.put(PROFILE, headers=auth(), json={"display_name": "Shared"})
             assert resp.status_code == 200, resp.text
@@ -276,7 +352,228 @@ async def test_one_server_per_data_dir(short_dir: Path) -> None:
         pid = first.pid
         first.stop()
     assert pid is not None and wait_dead(pid)
+    # The sharer that left stands by no more: nobody takes the directory over.
+    await asyncio.sleep(0.5)
     assert EmbeddedRedis.url_of_running(data) is None
+    assert redis_servers_for(data) == []
+    assert lock_is_free(data)
+
+
+# --- a sharer takes over --------------------------------------------------------------
+
+
+async def test_a_sharing_service_takes_over_when_the_owner_is_killed(short_dir: Path) -> None:
+    settings = embedded_settings(short_dir)
+    data = settings.data_dir
+    with owner_process(data) as (owner, url, owner_redis):
+        async with running_app(settings) as (app, client):
+            ctx = app.state.ctx
+            standby = ctx.embedded
+            assert standby is not None and not standby.owner and standby.pid is None
+            assert ctx.redis.url == url
+            resp = await client.put(PROFILE, headers=auth(), json={"display_name": "Survivor"})
+            assert resp.status_code == 200, resp.text
+
+            owner.kill()
+            owner.wait(10)
+            assert wait_dead(owner_redis)
+            statuses = []
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                resp = await client.get(ME, headers=auth())
+                statuses.append(resp.status_code)
+                if resp.status_code == 200 and standby.owner:
+                    break
+                await asyncio.sleep(0.05)
+
+            assert set(statuses) <= {200, 503}, statuses
+            assert standby.owner and standby.pid is not None
+            # The same URL, so the client this service already had simply reconnected.
+            assert standby.url == url
+            assert eventually(lambda: EmbeddedRedis.url_of_running(data) == url)
+            assert redis_servers_for(data) == [standby.pid]
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["data"]["display_name"] == "Survivor"
+            assert (await client.get("/health/ready")).status_code == 200
+            new_pid = standby.pid
+    # Having taken over, it stops the server like any owner.
+    assert wait_dead(new_pid)
+    assert EmbeddedRedis.url_of_running(data) is None
+    assert lock_is_free(data)
+
+
+def test_a_takeover_keeps_the_loopback_port_and_password(tmp_path: Path) -> None:
+    data = tmp_path / ("d" * 110)
+    with owner_process(data) as (owner, url, owner_redis):
+        shared_url, standby = start_or_share(data)
+        try:
+            assert shared_url == url and urlsplit(url).password
+            before = redis.Redis.from_url(url)
+            try:
+                before.set("kept", "yes")
+            finally:
+                before.close()
+
+            owner.kill()
+            owner.wait(10)
+            assert wait_dead(owner_redis)
+            assert eventually(lambda: standby.owner and standby._ping())
+            assert eventually(lambda: EmbeddedRedis.url_of_running(data) == url)
+
+            assert standby.url == url
+            assert redis_servers_for(data) == [standby.pid]
+            after = redis.Redis.from_url(url)
+            try:
+                assert after.get("kept") == b"yes"
+            finally:
+                after.close()
+            port = urlsplit(url).port
+            assert port is not None
+            assert raw_reply("127.0.0.1", port, b"PING\r\n").startswith(b"-NOAUTH")
+        finally:
+            pid = standby.pid
+            standby.stop()
+    assert pid is not None and wait_dead(pid)
+
+
+def test_standbys_take_over_one_at_a_time(short_dir: Path) -> None:
+    data = short_dir / "data"
+    first = EmbeddedRedis(data)
+    url = first.start()
+    handles = [first]
+    try:
+        for _ in range(2):
+            shared_url, standby = start_or_share(data)
+            assert shared_url == url and not standby.owner
+            handles.append(standby)
+        direct = redis.Redis.from_url(url)
+        try:
+            direct.set("relay", "1")
+        finally:
+            direct.close()
+
+        # Two hand-overs: a clean stop of the owner frees the lock as a crash does.
+        waiting = handles[1:]
+        for _ in range(2):
+            previous = next(h for h in handles if h.owner)
+            old_pid = previous.pid
+            previous.stop()
+            assert old_pid is not None and wait_dead(old_pid)
+            # The URL file is rewritten once the new server answers.
+            assert eventually(lambda: EmbeddedRedis.url_of_running(data) == url)
+            assert eventually(lambda: any(h.owner and h._ping() for h in waiting))
+            owners = [h for h in waiting if h.owner]
+            assert len(owners) == 1
+            current = owners[0]
+            waiting.remove(current)
+            assert all(h.pid is None for h in waiting)
+            assert redis_servers_for(data) == [current.pid]
+            direct = redis.Redis.from_url(url)
+            try:
+                assert direct.get("relay") == b"1"
+            finally:
+                direct.close()
+    finally:
+        pids = [h.pid for h in handles]
+        for handle in handles:
+            handle.stop()
+    assert all(pid is None or wait_dead(pid) for pid in pids)
+    assert lock_is_free(data)
+
+
+# --- what the server is, and whom an owner may stop --------------------------------------
+
+
+def _start_redis(rdir: Path, name: str) -> subprocess.Popen[bytes]:
+    """A redis-server this module did not start, working in `rdir`."""
+    rdir.mkdir(parents=True, exist_ok=True)
+    sock = rdir / f"{name}.sock"
+    options = {
+        "port": "0",
+        "unixsocket": str(sock),
+        "dir": str(rdir),
+        "pidfile": str(rdir / f"{name}.pid"),
+        "save": "",
+        "appendonly": "no",
+        "daemonize": "no",
+        "logfile": str(rdir / f"{name}.log"),
+    }
+    command = [str(redis_server_binary())]
+    for option, value in options.items():
+        command += [f"--{option}", value]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert eventually(lambda: sock.exists(), 10), "the test's redis-server did not start"
+    return proc
+
+
+def test_an_unrelated_redis_named_in_the_pid_file_is_left_alone(short_dir: Path) -> None:
+    data = short_dir / "data"
+    foreign = _start_redis(short_dir / "elsewhere", "foreign")
+    try:
+        # A stale pid file whose pid now belongs to someone else's redis-server.
+        (data / "redis").mkdir(parents=True)
+        (data / "redis" / "redis.pid").write_text(f"{foreign.pid}\n")
+        server = EmbeddedRedis(data)
+        server.start()
+        try:
+            assert alive(foreign.pid)
+            assert redis_servers_for(data) == [server.pid]
+        finally:
+            server.stop()
+        assert alive(foreign.pid)
+    finally:
+        foreign.terminate()
+        foreign.wait(10)
+
+
+def test_an_orphaned_server_in_the_data_dir_is_stopped(short_dir: Path) -> None:
+    data = short_dir / "data"
+    rdir = data / "redis"
+    orphan = _start_redis(rdir, "redis")
+    try:
+        assert int((rdir / "redis.pid").read_text()) == orphan.pid
+        assert redis_servers_for(data) == [orphan.pid]
+        server = EmbeddedRedis(data)
+        server.start()
+        try:
+            assert wait_dead(orphan.pid)
+            assert redis_servers_for(data) == [server.pid]
+        finally:
+            server.stop()
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+        orphan.wait(10)
+
+
+# Any library load or symbol lookup in the forked child, before it execs redis-server,
+# ends that child at once: the server never starts, and the test sees it.
+_NO_DLOPEN_OWNER_SCRIPT = (
+    "import os, sys, time\n"
+    "from pathlib import Path\n"
+    "from healthcomp.core.embedded import EmbeddedRedis\n"
+    "parent = os.getpid()\n"
+    "def hook(event, args):\n"
+    "    if event in ('ctypes.dlopen', 'ctypes.dlsym') and os.getpid() != parent:\n"
+    "        os._exit(97)\n"
+    "sys.addaudithook(hook)\n"
+    "server = EmbeddedRedis(Path(sys.argv[1]))\n"
+    "print(server.start(), server.pid, flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+def test_the_forked_child_loads_no_library_yet_dies_with_its_parent(short_dir: Path) -> None:
+    data = short_dir / "data"
+    with owner_process(data, _NO_DLOPEN_OWNER_SCRIPT) as (owner, _url, pid):
+        assert redis_servers_for(data) == [pid]
+        # Its own process group: a Ctrl-C meant for the service does not reach it.
+        pgrp = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
+        assert pgrp == pid != os.getpgrp()
+        owner.kill()
+        owner.wait(10)
+        # PR_SET_PDEATHSIG was set, by the function resolved before the fork.
+        assert wait_dead(pid)
 
 
 def test_service_killed_with_sigkill_leaves_no_server(short_dir: Path) -> None:
