@@ -2,6 +2,10 @@
 
 Every error the service can produce, framework ones included, leaves as
 `{"success": false, "error": <code>, "message": <sentence>, "code": <status>}`.
+
+A Redis that cannot be reached, or that refuses a command for now (a replica during a
+failover, memory full, a long script, an AOF being loaded), answers 503 with
+`Retry-After`; any other Redis error is a bug and answers 500.
 """
 
 from __future__ import annotations
@@ -15,10 +19,15 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from redis.exceptions import (
+    BusyLoadingError,
     ClusterDownError,
     CrossSlotTransactionError,
     InvalidPipelineStack,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
     RedisClusterException,
+    ResponseError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -118,6 +127,71 @@ _STATUS_MESSAGES = {
     413: "The request body is too large.",
     500: "Something went wrong on our side; it has been logged.",
 }
+
+
+# Error codes with which Redis refuses a command it did not run and would run later:
+# READONLY (a replica, e.g. while a failover promotes another node), OOM (maxmemory
+# reached under noeviction), BUSY (a script past its time limit), LOADING (reading its
+# AOF or RDB at start), MASTERDOWN (a replica that lost its master and must not serve
+# stale data), NOREPLICAS (min-replicas-to-write not met), MISCONF (its last snapshot
+# failed, writes stopped), TRYAGAIN and CLUSTERDOWN (a cluster resharding or healing).
+UNAVAILABLE_CODES = frozenset(
+    {
+        "BUSY",
+        "CLUSTERDOWN",
+        "LOADING",
+        "MASTERDOWN",
+        "MISCONF",
+        "NOREPLICAS",
+        "OOM",
+        "READONLY",
+        "TRYAGAIN",
+    }
+)
+
+# redis-py raises these classes for some codes, and strips the code from the message.
+_CLASS_CODES: tuple[tuple[type[Exception], str], ...] = (
+    (ReadOnlyError, "READONLY"),
+    (OutOfMemoryError, "OOM"),
+    (BusyLoadingError, "LOADING"),
+    (MasterDownError, "MASTERDOWN"),
+    (ClusterDownError, "CLUSTERDOWN"),
+    (TryAgainError, "TRYAGAIN"),
+)
+
+# An unmapped code stays at the start of the message ("BUSY Redis is busy running a
+# script..."). Redis 7 keeps the code of an error raised by redis.call inside a script
+# and appends " script: <sha>, on @user_script:N."; Redis 6.2 wraps it:
+# "Error running script (call to f_<sha>): @user_script:1: @user_script: 1: -OOM ...".
+_LEADING_CODE = re.compile(r"([A-Z]+) ")
+_SCRIPT_CODE = re.compile(r"(?:^|: )@user_script: \d+: -([A-Z]+) ")
+
+
+def refusal_code(exc: BaseException) -> str | None:
+    """The Redis error code when `exc` is Redis refusing a command for now (503 material),
+    else None: a connection failure, or a bug such as WRONGTYPE or a script error."""
+    for cls, code in _CLASS_CODES:
+        if isinstance(exc, cls):
+            return code
+    if not isinstance(exc, ResponseError):
+        return None
+    message = str(exc)
+    found = _LEADING_CODE.match(message)
+    if found is None and message.startswith(("Error running script", "@user_script")):
+        found = _SCRIPT_CODE.search(message)
+    if found is not None and found.group(1) in UNAVAILABLE_CODES:
+        return found.group(1)
+    return None
+
+
+def datastore_unavailable(exc: BaseException) -> bool:
+    """True when `exc` means Redis is unreachable, hung or refusing for now; False for a
+    bug (a wrong command, WRONGTYPE, a script error, keys across cluster slots)."""
+    if isinstance(exc, CrossSlotTransactionError | InvalidPipelineStack):
+        return False
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | RedisClusterException):
+        return True
+    return refusal_code(exc) is not None
 
 
 def error_body(
@@ -237,16 +311,31 @@ def install_error_handlers(app: FastAPI) -> None:
         log.exception("unhandled error", exc_info=exc)
         return error_response(500, "internal_error", _STATUS_MESSAGES[500])
 
+    async def redis_refused(request: Request, exc: Exception) -> Response:
+        code = refusal_code(exc)
+        if code is None:
+            return await unexpected(request, exc)
+        log.warning("redis refused a command (%s), answering 503: %s", code, exc)
+        return error_response(
+            503,
+            "service_unavailable",
+            "The datastore cannot take this request right now; try again shortly.",
+            headers={"Retry-After": "2"},
+        )
+
     app.add_exception_handler(AppError, app_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(RedisConnectionError, redis_down)
     app.add_exception_handler(RedisTimeoutError, redis_down)
+    # A ConnectionError subclass, but an answer from a server that is up.
+    app.add_exception_handler(BusyLoadingError, redis_refused)
+    # CLUSTERDOWN, TRYAGAIN, READONLY, OOM and the rest are ResponseErrors; so are bugs.
+    app.add_exception_handler(ResponseError, redis_refused)
     # A cluster that cannot be reached raises RedisClusterException ("cannot be
-    # connected", slot not covered), which is not a RedisError; CLUSTERDOWN and TRYAGAIN
-    # come while it heals. All are an outage, not a bug; but two subclasses are bugs.
-    for outage in (RedisClusterException, ClusterDownError, TryAgainError):
-        app.add_exception_handler(outage, redis_down)
+    # connected", slot not covered), which is not a RedisError. An outage, not a bug;
+    # but two subclasses are bugs.
+    app.add_exception_handler(RedisClusterException, redis_down)
     for bug in (CrossSlotTransactionError, InvalidPipelineStack):
         app.add_exception_handler(bug, unexpected)
     app.add_exception_handler(Exception, unexpected)

@@ -8,14 +8,17 @@ uses the Redis server's clock, so hosts with skewed clocks agree.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
 from redis.exceptions import RedisClusterException, RedisError
 
 from healthcomp.core.context import AppContext
-from healthcomp.core.errors import AppError
+from healthcomp.core.errors import AppError, datastore_unavailable
 from healthcomp.core.lua import Lua
+
+log = logging.getLogger("healthcomp.ratelimit")
 
 # KEYS: the subject's key; ARGV: emission interval (us), burst tolerance (us)
 # -> 0 when allowed, else the microseconds to wait
@@ -50,9 +53,13 @@ async def check(ctx: AppContext, kind: str, subject: str, per_minute: int) -> No
     tolerance = 60_000_000 - interval
     try:
         wait: Any = await _GCRA(ctx, [ctx.keys.rate(kind, subject)], [interval, tolerance])
-    except (RedisError, RedisClusterException):
-        # Fail open: an unreachable datastore is answered by the route itself (503),
-        # and must not turn a 401 into a 503.
+    except (RedisError, RedisClusterException) as exc:
+        # Fail open: an unreachable or refusing datastore is answered by the route itself
+        # (a write gets 503, a read-only replica still serves reads), and must not turn a
+        # 401 into a 503. The step is never re-sent after it went out (core/redis.py), so
+        # a lost reply does not charge the request twice.
+        if not datastore_unavailable(exc):
+            log.error("rate-limit check failed; the request goes through", exc_info=exc)
         return
     if int(wait) > 0:
         seconds = max(1, math.ceil(int(wait) / 1_000_000))

@@ -6,23 +6,53 @@ Forms of `REDIS_URL`:
 * `redis+cluster://host:port` or `rediss+cluster://host:port`: a Redis Cluster, any
   node as the seed (cluster mode has only database 0).
 
-Every client has short timeouts, a bounded pool and a few retries with exponential
-backoff: a blip is absorbed, an outage surfaces quickly as 503 rather than a hang.
+Every client has short timeouts and a bounded pool: an outage surfaces quickly as 503
+rather than a hang.
+
+Retry policy. A command is retried only when it cannot have reached the server: when
+opening the connection (TCP, TLS, the handshake) or the health-check PING sent ahead of
+it failed, before the command was written. Such a failure is retried twice on a fresh
+connection, after 0.1 s and 0.2 s, which absorbs a restart or a failover. Once a
+command has been written, nothing is retried: a connection that breaks or times out
+while the reply is awaited may have lost the reply of a command the server executed,
+and re-sending a non-idempotent write (a join, a payout, a rate-limit step) would apply
+it twice. That request answers 503 with `Retry-After`, and the client decides whether
+to repeat it. A timeout is never retried, not even while connecting, so a hung server
+costs one timeout, not three. A pooled connection that a server restart closed while
+idle is replaced before anything is written on it, so the service recovers without
+retrying a sent command. A cluster client retries on the same terms, plus CLUSTERDOWN
+and a slot missing from its map, both of which mean the command was not run. Cluster
+pipelines are replayed by redis-py on any connection error regardless, so they must
+hold reads only (those in this code base do).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.connection import (
+    AbstractConnection,
+    BlockingConnectionPool,
+    Connection,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    RedisClusterException,
+    RedisError,
+    SlotNotCoveredError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from healthcomp.core.settings import Settings
 
@@ -35,19 +65,118 @@ def is_cluster_url(url: str) -> bool:
     return url.startswith(("redis+cluster://", "rediss+cluster://"))
 
 
+class NotSentError(RedisConnectionError):
+    """The connection failed before the command was written: nothing reached the server.
+
+    The only error the clients retry (see the module docstring)."""
+
+
+@contextmanager
+def _before_sending() -> Iterator[None]:
+    try:
+        yield
+    except RedisConnectionError as exc:
+        # Only a plain ConnectionError is a network failure. Its subclasses are answers
+        # (a wrong password, LOADING) that a retry within a second would not change.
+        if type(exc) is not RedisConnectionError:
+            raise
+        raise NotSentError(*exc.args) from exc
+
+
+class _MarksNotSent(AbstractConnection):
+    """Raises NotSentError for what fails before the command goes out: connecting (TCP,
+    TLS, AUTH/SELECT/CLIENT SETINFO) and the health-check PING sent ahead of a command."""
+
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        with _before_sending():
+            await super().connect_check_health(
+                check_health=check_health, retry_socket_connect=retry_socket_connect
+            )
+
+    async def check_health(self) -> None:
+        with _before_sending():
+            await super().check_health()  # type: ignore[no-untyped-call]
+
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        # A connection the server closed while it sat idle (a restart) would take the
+        # write and then fail on the read, which is not retried. The standalone pool
+        # catches this when it hands the connection out; the cluster's pool does not.
+        if self._reader is not None and self._reader.at_eof():
+            await self.disconnect()
+            raise NotSentError(f"{self._host_error()} closed the connection while idle")
+        await super().send_packed_command(command, check_health=check_health)
+
+
+class _TcpConnection(_MarksNotSent, Connection):
+    pass
+
+
+class _TlsConnection(_MarksNotSent, SSLConnection):
+    pass
+
+
+class _UnixConnection(_MarksNotSent, UnixDomainSocketConnection):
+    pass
+
+
+_C = TypeVar("_C", bound=AbstractConnection)
+
+_MARKED: dict[type[AbstractConnection], type[AbstractConnection]] = {
+    Connection: _TcpConnection,
+    SSLConnection: _TlsConnection,
+    UnixDomainSocketConnection: _UnixConnection,
+}
+
+
+def _marked(connection_class: type[_C]) -> type[_C]:
+    if issubclass(connection_class, _MarksNotSent):
+        return connection_class
+    try:
+        return cast("type[_C]", _MARKED[connection_class])
+    except KeyError:  # pragma: no cover - redis-py grew a transport we do not know
+        raise RuntimeError(f"no retry-safe variant of {connection_class.__name__}") from None
+
+
 def _retry() -> Retry:
-    # Retry a refused or dropped connection (a restart, a failover), never a timeout:
-    # a server that hangs would otherwise hold every request for retries x timeout.
+    # Never a timeout either: a server that hangs would otherwise hold every request
+    # for retries x timeout.
     return Retry(
-        ExponentialBackoff(cap=0.4, base=0.05), retries=2, supported_errors=(RedisConnectionError,)
+        ExponentialBackoff(cap=0.4, base=0.05), retries=2, supported_errors=(NotSentError,)
     )
+
+
+class _Cluster(RedisCluster):
+    """A RedisCluster that re-sends a command only when it cannot have been executed.
+
+    redis-py's own list also holds ConnectionError and TimeoutError, which it re-sends
+    after refreshing the topology whatever phase they came from. The list is matched by
+    exact type."""
+
+    ERRORS_ALLOW_RETRY = (  # type: ignore[assignment]  # a narrower tuple than the base's
+        NotSentError,
+        ClusterDownError,
+        SlotNotCoveredError,
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # RedisCluster takes no connection class: it sets Connection or SSLConnection in
+        # the kwargs dict it shares with its NodesManager, which makes every node from it.
+        marked = _marked(self.connection_kwargs["connection_class"])
+        self.connection_kwargs["connection_class"] = marked
+        for node in self.nodes_manager.startup_nodes.values():
+            node.connection_class = marked
 
 
 def create_client(url: str, settings: Settings) -> RedisClient:
     timeout = settings.redis_timeout_seconds
     if is_cluster_url(url):
         plain = url.replace("+cluster", "", 1)
-        return RedisCluster.from_url(
+        return _Cluster.from_url(
             plain,
             decode_responses=True,
             socket_timeout=timeout,
@@ -64,7 +193,13 @@ def create_client(url: str, settings: Settings) -> RedisClient:
         timeout=timeout,
         retry=_retry(),
         health_check_interval=30,
+        # With them on (redis-py's default "auto" under RESP3) the pool no longer checks
+        # that a connection it hands out is still open, and every connect sends one more
+        # command; they serve managed Redis Enterprise maintenance events only.
+        maint_notifications_config=MaintNotificationsConfig(enabled=False),
     )
+    # Connections are made lazily from this class, which from_url picked from the scheme.
+    pool.connection_class = _marked(pool.connection_class)
     return Redis.from_pool(pool)
 
 
