@@ -68,7 +68,7 @@ async def test_a_whole_session_matches_the_schema(
             {
                 "id": "c1",
                 "name": "Steps",
-                "start_date": "2026-11-01",
+                "start_date": "2026-11-04",
                 "end_date": "2026-11-30",
                 "entry_fee_cents": 250,
                 "rake_percent": 2.5,

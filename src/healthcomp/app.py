@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from redis.exceptions import RedisClusterException, RedisError
 
 from healthcomp import __version__
-from healthcomp.activity import service as activity_service
 from healthcomp.activity.routes import router as activity_router
 from healthcomp.competitions.routes import router as competitions_router
 from healthcomp.core.auth import Authenticator
@@ -31,6 +28,7 @@ from healthcomp.core.redis import (
     warn_if_not_persistent,
 )
 from healthcomp.core.settings import Settings, get_settings
+from healthcomp.engine import sweep
 from healthcomp.health.routes import router as health_router
 from healthcomp.leaderboard.routes import router as leaderboard_router
 from healthcomp.users.routes import router as users_router
@@ -52,16 +50,6 @@ def _connect(settings: Settings) -> tuple[RedisHandle, EmbeddedRedis | None]:
         url, embedded = start_or_share(settings.data_dir)
         mode = "embedded"
     return RedisHandle(create_client(url, settings), mode, url), embedded
-
-
-async def _repair_in_background(ctx: AppContext) -> None:
-    try:
-        repaired = await activity_service.repair_all(ctx)
-    except (RedisError, RedisClusterException) as exc:  # down at start: next syncs repair
-        log.warning("start-up repair sweep skipped: %s", exc)
-        return
-    if repaired:
-        log.warning("pushed %d day(s) left by interrupted syncs", repaired)
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
@@ -86,13 +74,14 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                 await asyncio.wait_for(warn_if_not_persistent(handle.client), 3)
             except TimeoutError:
                 log.warning("Redis did not answer the persistence check within 3 s")
-        sweep = asyncio.create_task(_repair_in_background(ctx))
+        # Finishes work that a dead request or process left owed: now, then periodically.
+        sweeper = asyncio.create_task(sweep.loop(ctx))
         try:
             yield
         finally:
-            sweep.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweep
+            await sweep.stop(sweeper)
+            for task in list(ctx.background):
+                await sweep.stop(task)
             await auth.aclose()
             await handle.close()
             if embedded is not None:

@@ -101,12 +101,13 @@ async def seed(ctx: AppContext, *, participants: int = 50) -> bool:
         currency="USD",
         prize_pool_cents=10_000,
         min_participants=3,
+        visibility="public",
     )
     comp = await competitions.create(ctx, Principal(role="authenticated", user_id=DEMO_USER), body)
     people = _people(rng, participants)
     for user_id, name in people:
         await ctx.r.hset(ctx.keys.profile(user_id), mapping={"display_name": name})
-        await competitions.join(ctx, SERVICE_PRINCIPAL, comp.id, user_id)
+        await competitions.join(ctx, SERVICE_PRINCIPAL, comp, user_id)
     totals: dict[str, list[list[int]]] = {}
     for user_id, _ in people:
         base = rng.choice([4_000, 6_500, 8_000, 10_000, 12_500, 15_000])

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
+from healthcomp.core.clock import FixedClock
 from tests.conftest import SERVICE_AUTH, auth
 
 API = "/api/v1"
@@ -33,12 +34,29 @@ def comp_body(cid: str | None = None, **fields: Any) -> dict[str, Any]:
     return body
 
 
+def app_clock(client: httpx.AsyncClient) -> FixedClock:
+    """The clock of the app behind an ASGI test client."""
+    transport = client._transport
+    assert isinstance(transport, httpx.ASGITransport)
+    clock = transport.app.state.ctx.clock  # type: ignore[attr-defined]
+    assert isinstance(clock, FixedClock)
+    return clock
+
+
 async def create_comp(
     client: httpx.AsyncClient, cid: str | None = None, *, org: str = "org", **fields: Any
 ) -> dict[str, Any]:
-    resp = await client.post(
-        f"{API}/competitions", json=comp_body(cid, **fields), headers=auth(org)
-    )
+    """Created by `org` at most 7 days after its start (a user organizer may backdate
+    a window that far): the clock steps back for the creation when it must."""
+    body = comp_body(cid, **fields)
+    clock = app_clock(client)
+    now = clock.at
+    latest = datetime.fromisoformat(body["start_date"]).replace(tzinfo=UTC) + timedelta(days=7)
+    clock.at = min(now, latest)
+    try:
+        resp = await client.post(f"{API}/competitions", json=body, headers=auth(org))
+    finally:
+        clock.at = now
     assert resp.status_code == 201, resp.text
     data: dict[str, Any] = resp.json()["data"]
     return data

@@ -32,7 +32,9 @@ ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 async def test_create_with_server_made_id(client: httpx.AsyncClient) -> None:
-    resp = await client.post(f"{API}/competitions", json=comp_body(), headers=auth("org"))
+    resp = await client.post(
+        f"{API}/competitions", json=comp_body(start_date="2026-11-05"), headers=auth("org")
+    )
     assert resp.status_code == 201, resp.text
     body = resp.json()
     assert body["success"] is True
@@ -60,7 +62,9 @@ async def test_create_with_given_id_and_duplicate(client: httpx.AsyncClient) -> 
     assert comp["entry_fee_cents"] == 500 and comp["currency"] == "EUR"
     assert comp["entry_fee_amount"] == "5.00"
     dup = await client.post(
-        f"{API}/competitions", json=comp_body("nov-10k", name="other"), headers=auth("other")
+        f"{API}/competitions",
+        json=comp_body("nov-10k", name="other", start_date="2026-11-05"),
+        headers=auth("other"),
     )
     assert_error(dup, 409, "competition_exists")
     # The first one is untouched.
@@ -74,8 +78,13 @@ async def test_create_with_given_id_and_duplicate(client: httpx.AsyncClient) -> 
 async def test_service_creates(client: httpx.AsyncClient) -> None:
     resp = await client.post(f"{API}/competitions", json=comp_body("svc"), headers=SERVICE_AUTH)
     assert resp.status_code == 201, resp.text
-    # Only the service (or the organizer it names) may manage it: a user may not.
+    # Only the service (or the organizer it names) may manage it: a user may not. A
+    # private competition answers an outsider as if it did not exist.
     resp = await client.post(f"{API}/competitions/svc/cancel", headers=auth("org"))
+    assert_error(resp, 404, "competition_not_found")
+    body = comp_body("pub", visibility="public")
+    assert (await client.post(f"{API}/competitions", json=body, headers=SERVICE_AUTH)).is_success
+    resp = await client.post(f"{API}/competitions/pub/cancel", headers=auth("org"))
     assert_error(resp, 403, "not_organizer")
 
 
@@ -95,7 +104,7 @@ INVALID_BODIES: list[tuple[str, dict[str, Any], set[str]]] = [
     ("id with space", {"id": "a b"}, {"id"}),
     ("id too long", {"id": "a" * 65}, {"id"}),
     ("id with colon", {"id": "x:{c:y}"}, {"id"}),
-    ("start too far ahead", {"start_date": "2027-11-12", "end_date": "2027-11-13"}, {"start_date"}),
+    ("start backdated", {"start_date": "2026-10-01", "end_date": "2026-11-13"}, {"start_date"}),
     ("empty name", {"name": "   "}, {"name"}),
     ("grace over a week", {"grace_hours": 169}, {"grace_hours"}),
     ("rake over 100", {"rake_percent": 101}, {"rake_percent"}),
@@ -290,19 +299,23 @@ async def test_cancelled_status(client: httpx.AsyncClient, clock: FixedClock) ->
 async def test_list_filter_and_paginate(client: httpx.AsyncClient, clock: FixedClock) -> None:
     made: dict[str, list[str]] = {"upcoming": [], "active": [], "ended": [], "cancelled": []}
     for i in range(2):
-        await create_comp(client, f"up{i}", start_date="2026-11-20", end_date="2026-11-30")
+        await create_comp(
+            client, f"up{i}", start_date="2026-11-20", end_date="2026-11-30", visibility="public"
+        )
         made["upcoming"].append(f"up{i}")
         clock.advance(seconds=1)
     for i in range(5):
-        await create_comp(client, f"act{i}")
+        await create_comp(client, f"act{i}", visibility="public")
         made["active"].append(f"act{i}")
         clock.advance(seconds=1)
     now = clock.at
     clock.at = at(2026, 10, 15)  # created while it ran
-    await create_comp(client, "old", start_date="2026-10-01", end_date="2026-10-31")
+    await create_comp(
+        client, "old", start_date="2026-10-01", end_date="2026-10-31", visibility="public"
+    )
     clock.at = now
     made["ended"].append("old")
-    await create_comp(client, "gone")
+    await create_comp(client, "gone", visibility="public")
     resp = await client.post(f"{API}/competitions/gone/cancel", headers=auth("org"))
     assert resp.status_code == 200
     made["cancelled"].append("gone")
@@ -365,6 +378,9 @@ async def test_patch_before_start(client: httpx.AsyncClient) -> None:
     assert data["name"] == "Renamed"
     assert data["start_date"] == "2026-11-20"  # untouched fields stay
 
+    resp = await client.patch(f"{API}/competitions/c", json={"name": "x"}, headers=auth("bob"))
+    assert_error(resp, 404, "competition_not_found")  # private: bob is not in it
+    await join(client, "c", "bob")
     resp = await client.patch(f"{API}/competitions/c", json={"name": "x"}, headers=auth("bob"))
     assert_error(resp, 403, "not_organizer")
     resp = await client.patch(
@@ -493,8 +509,11 @@ async def test_leave(client: httpx.AsyncClient) -> None:
     resp = await client.post(f"{API}/competitions/c/leave", headers=auth("a"))
     assert resp.status_code == 200, resp.text
     assert resp.json()["data"]["participant_count"] == 2
-    data = await board(client, "c", "a")
-    assert data["total_count"] == 2 and data["me"] is None
+    data = await board(client, "c", "b")
+    assert data["total_count"] == 2 and data["me"]["user_id"] == "b"
+    # A private board is no longer a's to read.
+    resp = await client.get(f"{API}/leaderboard/c", headers=auth("a"))
+    assert_error(resp, 404, "competition_not_found")
     assert [(e["user_id"], e["rank"]) for e in data["entries"]] == [("b", 1), ("c", 2)]
     got = (await client.get(f"{API}/competitions/c", headers=auth())).json()["data"]
     assert got["participant_count"] == 2
@@ -554,7 +573,7 @@ async def test_participants_access(client: httpx.AsyncClient) -> None:
         assert [e["user_id"] for e in data["entries"]] == ["b", "a"]
         assert data["total_count"] == 2
     resp = await client.get(f"{API}/competitions/c/participants", headers=auth("outsider"))
-    assert_error(resp, 403)
+    assert_error(resp, 404, "competition_not_found")
     resp = await client.get(
         f"{API}/competitions/c/participants", params={"limit": 1, "offset": 1}, headers=auth("a")
     )
@@ -633,18 +652,24 @@ async def test_patch_window_before_start_rescores(client: httpx.AsyncClient) -> 
 async def test_patch_metric_before_start_rescores(
     client: httpx.AsyncClient, clock: FixedClock
 ) -> None:
-    # 08:00 UTC: a competition starting tomorrow has not begun anywhere yet, but
-    # tomorrow's activity may already be synced (a day ahead of UTC is allowed).
+    # 08:00 UTC: a competition starting tomorrow has not begun anywhere yet; today's
+    # activity (outside its window) is synced, then the window and metric change.
     clock.at = at(2026, 11, 10, 8)
     await create_comp(client, "c", start_date="2026-11-11", end_date="2026-11-20")
     assert await _status(client, "c") == "upcoming"
     await join(client, "c", "a")
-    await sync(client, "a", rec("2026-11-11", 5000, distance=4000))
-    assert await standings(client, "c") == [("a", 1, 5000)]
+    await sync(client, "a", rec("2026-11-10", 5000, distance=4000))
+    assert await standings(client, "c") == [("a", 1, 0)]
     resp = await client.patch(
         f"{API}/competitions/c", json={"metric": "distance"}, headers=auth("org")
     )
     assert resp.status_code == 200, resp.text
+    assert await standings(client, "c") == [("a", 1, 0)]
+    resp = await client.patch(
+        f"{API}/competitions/c", json={"start_date": "2026-11-10"}, headers=auth("org")
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["data"]["recount"] == {"state": "done", "done": 1, "total": 1}
     assert await standings(client, "c") == [("a", 1, 4000)]
 
 
@@ -692,14 +717,14 @@ async def test_service_created_competition_has_no_user_organizer(client: httpx.A
     resp = await client.patch(
         f"{API}/competitions/svc", headers=auth("service"), json={"name": "Taken over"}
     )
-    assert_error(resp, 403, "not_organizer")
+    assert_error(resp, 404, "competition_not_found")
     resp = await client.patch(f"{API}/competitions/svc", headers=SERVICE_AUTH, json={"name": "Ok"})
     assert resp.status_code == 200, resp.text
 
 
 async def test_a_competition_over_everywhere_cannot_be_created(client: httpx.AsyncClient) -> None:
     # The clock stands at 2026-11-10 12:00 UTC: 11-09 ended everywhere at 11-10 12:00 UTC.
-    body = {"name": "Too late", "start_date": "2026-11-01", "end_date": "2026-11-09"}
+    body = {"name": "Too late", "start_date": "2026-11-04", "end_date": "2026-11-09"}
     resp = await client.post(f"{API}/competitions", headers=auth("org"), json=body)
     assert "end_date" in {d["field"] for d in assert_error(resp, 422)["details"]}
     body["end_date"] = "2026-11-10"

@@ -10,7 +10,7 @@ COMP = {
     "id": "nov",
     "name": "November steps",
     "metric": "steps",
-    "start_date": "2026-11-01",
+    "start_date": "2026-11-03",
     "end_date": "2026-11-30",
 }
 

@@ -9,7 +9,7 @@ import httpx
 from healthcomp.activity.schemas import SyncResult
 from healthcomp.core.clock import FixedClock
 from healthcomp.core.context import AppContext
-from healthcomp.leaderboard import repo as boards
+from healthcomp.engine import reads as boards
 from healthcomp.leaderboard.schemas import Leaderboard, ScoreUpdateResult
 from healthcomp.users.schemas import Profile
 from tests.conftest import SERVICE_AUTH, assert_error, auth
@@ -87,12 +87,14 @@ async def test_tie_listed_by_who_reached_first(
     assert await standings(client, "c") == [("b", 1, 5000), ("a", 1, 5000), ("c", 1, 5000)]
 
 
-async def test_same_second_tie_by_user_id(client: httpx.AsyncClient) -> None:
+async def test_ties_in_the_same_instant_go_by_arrival(client: httpx.AsyncClient) -> None:
+    # The service's clock stands still here: the order comes from the Redis server's
+    # clock, strictly increasing per competition, so the first write to arrive leads.
     await create_comp(client, "c")
     await join(client, "c", "zed", "amy", "mo")
     for user in ("zed", "mo", "amy"):
         await sync(client, user, rec("2026-11-03", 700))
-    assert await standings(client, "c") == [("amy", 1, 700), ("mo", 1, 700), ("zed", 1, 700)]
+    assert await standings(client, "c") == [("zed", 1, 700), ("mo", 1, 700), ("amy", 1, 700)]
 
 
 async def _ids(client: httpx.AsyncClient, viewer: str, **params: Any) -> list[str]:
@@ -163,7 +165,8 @@ async def test_me(client: httpx.AsyncClient) -> None:
     assert [e["user_id"] for e in data["entries"]] == ["b"]
     assert data["me"]["user_id"] == "a" and data["me"]["rank"] == 2
     assert data["me"]["score"] == 0
-    assert (await board(client, "c", "outsider"))["me"] is None
+    resp = await client.get(f"{API}/leaderboard/c", headers=auth("outsider"))
+    assert_error(resp, 404, "competition_not_found")  # private
     assert (await board(client, "c", "org"))["me"] is None
     resp = await client.get(f"{API}/leaderboard/c", headers=SERVICE_AUTH)
     assert resp.status_code == 200 and resp.json()["data"]["me"] is None

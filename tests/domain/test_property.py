@@ -52,7 +52,7 @@ class Model:
     known: set[str] = field(default_factory=set)  # users the service has heard of
     offset: dict[str, int] = field(default_factory=dict)  # trusted-write offset (steps)
     score: dict[str, int] = field(default_factory=dict)
-    reached: dict[str, int] = field(default_factory=dict)  # seconds since epoch
+    reached: dict[str, int] = field(default_factory=dict)  # the operation that reached it
 
     def day_values(self, user: str) -> dict[str, tuple[int, int]]:
         out: dict[str, tuple[int, int]] = {}
@@ -102,8 +102,8 @@ async def _apply(
             return
         assert resp.status_code == 200, resp.text
         model.joined.add(user)
-        model.offset.pop(user, None)
-        model.score[user] = 0
+        # Adjustments belong to the participation: a rejoin keeps them.
+        model.score[user] = max(0, model.offset.get(user, 0))
         model.reached[user] = now_s
         model.rescore(user, now_s)  # backfill of days synced before joining
         assert resp.json()["data"]["participant_count"] == len(model.joined)
@@ -114,7 +114,6 @@ async def _apply(
             return
         assert resp.status_code == 200, resp.text
         model.joined.discard(user)
-        model.offset.pop(user, None)
         model.score.pop(user)
         model.reached.pop(user)
     elif kind == "write":
@@ -197,12 +196,14 @@ async def test_board_and_stats_match_model(
     client: httpx.AsyncClient, clock: FixedClock, ops: list[tuple[Any, ...]]
 ) -> None:
     cid = f"p{next(_examples)}"
-    # Whole seconds, so that one second per operation gives distinct reach times.
-    clock.at = clock.at.replace(microsecond=0)
-    await create_comp(client, cid, start_date=START, end_date=END)
+    # One organizer per example: a user organizes at most 20 open competitions.
+    await create_comp(
+        client, cid, org=f"org-{cid}", start_date=START, end_date=END, visibility="public"
+    )
     model = Model(epoch_ms=to_ms(clock.now()))
-    for op in ops:
+    # Ties go to whoever reached the score first, by the server's clock, which the engine
+    # keeps strictly increasing per competition: the order of the operations.
+    for seq, op in enumerate(ops):
         clock.advance(seconds=1)
-        now_s = (to_ms(clock.now()) - model.epoch_ms) // 1000
-        await _apply(client, model, cid, now_s, op)
+        await _apply(client, model, cid, seq, op)
     await _check(client, model, cid)

@@ -194,8 +194,8 @@ async def test_stats_access(client: httpx.AsyncClient) -> None:
     resp = await client.get(url, params={"competition_id": "c"}, headers=auth("b"))
     assert resp.status_code == 200, resp.text
     assert resp.json()["data"]["totals"]["steps"] == _sum(STEPS, "2026-11-01", "2026-11-30")
-    assert_error(await client.get(url, params={"competition_id": "w"}, headers=auth("b")), 403)
-    assert_error(await client.get(url, params={"competition_id": "c"}, headers=auth("loner")), 403)
+    assert_error(await client.get(url, params={"competition_id": "w"}, headers=auth("b")), 404)
+    assert_error(await client.get(url, params={"competition_id": "c"}, headers=auth("loner")), 404)
     resp = await client.get(url, params={"competition_id": "c"}, headers=auth("org"))
     assert resp.status_code == 200, resp.text
     resp = await client.get(url, params={"competition_id": "w"}, headers=SERVICE_AUTH)
@@ -259,7 +259,7 @@ async def test_history(client: httpx.AsyncClient) -> None:
     assert (await client.get(url, headers=SERVICE_AUTH)).status_code == 200
     resp = await client.get(url, params={"competition_id": "c"}, headers=auth("b"))
     assert resp.status_code == 200, resp.text
-    assert_error(await client.get(url, params={"competition_id": "w"}, headers=auth("b")), 403)
+    assert_error(await client.get(url, params={"competition_id": "w"}, headers=auth("b")), 404)
     assert_error(await client.get(f"{API}/fitness/history/ghost", headers=SERVICE_AUTH), 404)
 
 

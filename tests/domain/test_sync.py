@@ -9,11 +9,12 @@ from typing import Any
 import httpx
 import pytest
 
-from healthcomp.activity import repo as activity_repo
 from healthcomp.activity import service as activity_service
 from healthcomp.core.clock import FixedClock, to_ms
 from healthcomp.core.context import AppContext
-from healthcomp.leaderboard import repo as boards
+from healthcomp.engine import reads, writes
+from healthcomp.engine.codes import Reply
+from healthcomp.engine.model import Push
 from tests.conftest import assert_error, auth
 from tests.domain.helpers import (
     API,
@@ -45,7 +46,7 @@ async def _snapshot(client: httpx.AsyncClient, ctx: AppContext, user: str) -> di
         "board": await standings(client, "c"),
         "rec": await ctx.r.hgetall(ctx.keys.records(user)),
         "eff": await ctx.r.hgetall(ctx.keys.effective(user)),
-        "dirty": await ctx.r.hgetall(ctx.keys.user_dirty(user)),
+        "owed": await ctx.r.hgetall(ctx.keys.owed(user)),
     }
 
 
@@ -288,9 +289,13 @@ async def test_sync_identity(client: httpx.AsyncClient) -> None:
 
 async def test_competition_id_must_be_the_users(client: httpx.AsyncClient) -> None:
     await _setup(client, "a")
-    await create_comp(client, "other")
+    await create_comp(client, "other", visibility="public")
+    await create_comp(client, "hidden")
     body = {"competition_id": "other", "date": "2026-11-03", "steps": 100}
     assert_error(await sync_raw(client, "a", body), 403, "not_participant")
+    # A private competition the user is not in is as unknown as a missing one.
+    body = {"competition_id": "hidden", "date": "2026-11-03", "steps": 100}
+    assert_error(await sync_raw(client, "a", body), 404, "competition_not_found")
     body = {"competition_id": "nope", "records": [rec("2026-11-03", 100)]}
     assert_error(await sync_raw(client, "a", body), 404, "competition_not_found")
     assert await history(client, "a") == []
@@ -402,15 +407,9 @@ async def test_crash_after_write_repaired_by_next_sync(
     await sync(client, "b", rec("2026-11-01", 100))
     now_ms = to_ms(clock.now())
     # Step 1 of the saga only: records stored, days marked, nothing pushed.
-    await activity_repo.write(
-        ctx,
-        "a",
-        now_ms,
-        [("2026-11-05", "phone", (5000, 0, 0, 0))],
-        [("c", "2026-11-05", "2026-11-05")],
-    )
+    await writes.store(ctx, "a", now_ms, [("2026-11-05", "phone", (5000, 0, 0, 0))])
     assert await standings(client, "c") == [("b", 1, 100), ("a", 2, 0)]
-    assert await ctx.r.hgetall(ctx.keys.user_dirty("a"))
+    assert await ctx.r.hgetall(ctx.keys.owed("a"))
     clock.advance(seconds=3)
     # A later sync, even for a day outside every window, pushes what was left.
     result = await sync(client, "a", rec("2026-10-01", 1))
@@ -418,7 +417,7 @@ async def test_crash_after_write_repaired_by_next_sync(
         {"competition_id": "c", "score": 5000, "rank": 1, "previous_rank": 2}
     ]
     assert await standings(client, "c") == [("a", 1, 5000), ("b", 2, 100)]
-    assert await ctx.r.hgetall(ctx.keys.user_dirty("a")) == {}
+    assert await ctx.r.hgetall(ctx.keys.owed("a")) == {}
 
 
 async def test_crash_after_write_repaired_by_repair(
@@ -434,26 +433,29 @@ async def test_crash_after_write_repaired_by_repair(
         ("2026-11-06", "watch", (2500, 0, 0, 0)),
         ("2026-11-20", "watch", (100, 0, 0, 0)),
     ]
-    targets = [
-        ("c", "2026-11-05", "2026-11-05"),
-        ("c", "2026-11-06", "2026-11-06"),
-        ("c2", "2026-11-05", "2026-11-05"),
-        ("c2", "2026-11-06", "2026-11-06"),
-    ]
-    pushes = await activity_repo.write(ctx, "a", now_ms, records, targets)
-    assert {(p.competition_id, p.day) for p in pushes} == {(c, d) for c, d, _ in targets}
+    # The competitions come from the user's own record of their windows.
+    targets = {
+        ("c", "2026-11-05"),
+        ("c", "2026-11-06"),
+        ("c", "2026-11-20"),
+        ("c2", "2026-11-05"),
+        ("c2", "2026-11-06"),
+    }
+    code, pushes = await writes.store(ctx, "a", now_ms, records)
+    assert code is Reply.OK and isinstance(pushes, list)
+    assert {(p.competition_id, p.day) for p in pushes} == targets
     assert await standings(client, "c") == [("a", 1, 1000)]
     assert await standings(client, "c2") == [("a", 1, 1000)]
     # The same step replayed (the client retried before any push): still nothing pushed.
-    await activity_repo.write(ctx, "a", now_ms, records, targets)
-    assert len(await ctx.r.hgetall(ctx.keys.user_dirty("a"))) == 4
+    await writes.store(ctx, "a", now_ms, records)
+    assert len(await ctx.r.hgetall(ctx.keys.owed("a"))) == 5
 
-    assert await activity_service.repair(ctx, "a") == 4
-    assert await standings(client, "c") == [("a", 1, 6500)]
+    assert await activity_service.repair(ctx, "a") == 5
+    assert await standings(client, "c") == [("a", 1, 6600)]
     assert await standings(client, "c2") == [("a", 1, 6500)]
-    assert await ctx.r.hgetall(ctx.keys.user_dirty("a")) == {}
+    assert await ctx.r.hgetall(ctx.keys.owed("a")) == {}
     assert await activity_service.repair(ctx, "a") == 0
-    assert await standings(client, "c") == [("a", 1, 6500)]
+    assert await standings(client, "c") == [("a", 1, 6600)]
 
 
 async def test_late_push_of_an_older_version_is_ignored(
@@ -462,17 +464,17 @@ async def test_late_push_of_an_older_version_is_ignored(
     await _setup(client, "a")
     await sync(client, "a", rec("2026-11-05", 9000))
     await sync(client, "a", rec("2026-11-05", 4000))
-    eff = await activity_repo.effective_days(ctx, "a")
+    eff = await reads.effective_days(ctx, "a")
     ver = int(eff["2026-11-05"]["ver"])
     assert ver >= 2
     now_ms = to_ms(clock.now())
     # A push of the older value arriving late (a slow concurrent request).
-    applied = await boards.apply_days(
-        ctx, "c", "a", now_ms, [("2026-11-05", ver - 1, 9000, 0, 0, 0)]
-    )
-    assert applied.code == 0 and not applied.changed and applied.score == 4000
+    old = Push("c", "2026-11-05", 1, ver - 1, (9000, 0, 0, 0), now_ms)
+    applied = (await writes.push(ctx, "a", [old], now_ms))["c"]
+    assert not applied.changed and applied.score == 4000
     # The same version replayed: harmless.
-    applied = await boards.apply_days(ctx, "c", "a", now_ms, [("2026-11-05", ver, 4000, 0, 0, 0)])
+    same = Push("c", "2026-11-05", 1, ver, (4000, 0, 0, 0), now_ms)
+    applied = (await writes.push(ctx, "a", [same], now_ms))["c"]
     assert applied.score == 4000 and not applied.changed
     assert await standings(client, "c") == [("a", 1, 4000)]
 

@@ -5,21 +5,20 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query
 
-from healthcomp.activity import repo, service, stats
+from healthcomp.activity import service, stats
 from healthcomp.activity.schemas import Batch, History, Stats, SyncBody, SyncResult
-from healthcomp.competitions import repo as competitions_repo
-from healthcomp.competitions import service as competitions
+from healthcomp.competitions import access
 from healthcomp.competitions.model import Stored
 from healthcomp.core.auth import Principal
 from healthcomp.core.clock import from_ms
 from healthcomp.core.context import AppContext
 from healthcomp.core.deps import Ctx, CurrentPrincipal
-from healthcomp.core.errors import Forbidden, NotFound, ValidationFailed
+from healthcomp.core.errors import NotFound, ValidationFailed
 from healthcomp.core.keys import ID_PATTERN
 from healthcomp.core.responses import Envelope, JSONBytes, ok
-from healthcomp.leaderboard import repo as boards
+from healthcomp.engine import reads
+from healthcomp.engine.model import METRIC_NAMES
 from healthcomp.leaderboard import service as leaderboard
-from healthcomp.leaderboard.repo import METRIC_NAMES
 
 router = APIRouter(prefix="/fitness", tags=["activity"])
 
@@ -66,29 +65,24 @@ async def sync(
 async def _check_access(
     ctx: AppContext, principal: Principal, user_id: str, competition_id: str | None
 ) -> Stored | None:
-    """Self or service; a co-participant may look when naming the competition.
+    """Self or service; through a competition, also its co-participants and organizer.
 
-    Returns the competition looked through, if one was named.
+    Returns the competition looked through, if one was named. Someone who cannot see
+    the competition, or sees it but the user is not in it, gets a 404 either way: nobody
+    learns who takes part where.
     """
     if competition_id is not None:
-        stored = await competitions.get(ctx, competition_id)
-        if not await competitions_repo.is_participant(ctx, competition_id, user_id):
+        stored = await access.get(ctx, competition_id)
+        if not await access.is_member(ctx, stored, principal):
+            raise access.not_found(competition_id)
+        if not await reads.is_participant(ctx, competition_id, user_id):
             raise NotFound(
                 f"'{user_id}' does not take part in '{competition_id}'.",
                 error="participant_not_found",
             )
-        if (
-            principal.is_service
-            or principal.user_id == user_id
-            or stored.organized_by(principal.user_id)
-        ):
-            return stored
-        assert principal.user_id is not None
-        if await competitions_repo.is_participant(ctx, competition_id, principal.user_id):
-            return stored
-        raise Forbidden("Only co-participants may see this user's stats.", error="forbidden")
+        return stored
     principal.require_self_or_service(user_id)
-    if not await repo.user_exists(ctx, user_id):
+    if not await reads.user_exists(ctx, user_id):
         raise NotFound(f"No user '{user_id}'.", error="user_not_found")
     return None
 
@@ -109,12 +103,12 @@ async def user_stats(
     await service.repair(ctx, user_id)
     goal = step_goal or ctx.settings.step_goal
     today = ctx.clock.today()
-    days = stats.parse_days(await repo.effective_days(ctx, user_id))
+    days = stats.parse_days(await reads.effective_days(ctx, user_id))
     data: dict[str, Any] = {"user_id": user_id}
     if stored is not None:
         competition_id = stored.id
         window = {d: v for d, v in days.items() if stored.start <= d <= stored.end}
-        standing = await boards.standing(ctx, competition_id, user_id)
+        standing = await reads.standing(ctx, competition_id, user_id)
         assert standing is not None
         last = min(today, stored.end)
         data.update(stats.summary(window, goal, last))
@@ -166,8 +160,11 @@ async def history(
     if stored is not None:
         # Seen through a competition: only that competition's days.
         first, last = max(first, stored.start), min(last, stored.end)
-    effective = await repo.effective_days(ctx, user_id)
-    sources = await repo.source_records(ctx, user_id)
+    effective = await reads.effective_days(ctx, user_id)
+    # Per-source records are the user's own: another participant or the organizer sees
+    # the effective values of the window's days only.
+    own = principal.is_service or principal.user_id == user_id
+    sources = await reads.source_records(ctx, user_id)
     per_day: dict[str, dict[str, Any]] = {}
     for field, value in sources.items():
         day, source = field.split("|", 1)
@@ -186,7 +183,7 @@ async def history(
             {
                 "date": day,
                 **dict(zip(METRIC_NAMES, values, strict=True)),
-                "sources": per_day[day],
+                "sources": per_day[day] if own else {},
                 "last_synced_at": from_ms(int(eff["t"])) if eff else None,
             }
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
-from healthcomp.leaderboard.repo import METRIC_NAMES
+from healthcomp.engine.model import METRIC_NAMES
 
 Days = dict[date, tuple[int, int, int, int]]
 

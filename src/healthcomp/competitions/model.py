@@ -3,34 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-import orjson
-
-from healthcomp.competitions.schemas import METRICS
 from healthcomp.core.clock import from_ms, to_ms
 from healthcomp.core.money import display_amount
-
-# A calendar day starts first at UTC+14 (Line Islands) and ends last at UTC-12
-# (Baker Island). A competition "has started" once its first day began anywhere and
-# "has ended" once its last day is over everywhere.
-EARLIEST_OFFSET = timedelta(hours=14)
-LATEST_OFFSET = timedelta(hours=-12)
-
-
-def day_start_utc(day: date, offset: timedelta) -> datetime:
-    return datetime.combine(day, time(0), UTC) - offset
+from healthcomp.engine import rules
+from healthcomp.engine.model import CompetitionRecord, Recount
 
 
 @dataclass(frozen=True)
 class Stored:
-    """The competition as kept in `meta` (doc JSON + scalar fields Lua reads)."""
+    """The competition as kept by the engine, with what the API derives from it."""
 
     doc: dict[str, Any]
     state: str  # open | cancelled | finalized
     participant_count: int
+    version: int = 0
+    recount: Recount | None = None
+
+    @classmethod
+    def of(cls, record: CompetitionRecord) -> Stored:
+        return cls(
+            record.doc, record.state, record.participant_count, record.version, record.recount
+        )
 
     @property
     def id(self) -> str:
@@ -50,21 +47,29 @@ class Stored:
         creator = self.doc.get("created_by")
         return str(creator) if creator else None
 
+    @property
+    def is_public(self) -> bool:
+        return self.doc.get("visibility") == "public"
+
     def organized_by(self, user_id: str | None) -> bool:
         return user_id is not None and user_id == self.organizer
 
     @property
     def starts_at(self) -> datetime:
-        return day_start_utc(self.start, EARLIEST_OFFSET)
+        return rules.starts_at(self.start)
 
     @property
     def ends_at(self) -> datetime:
-        return day_start_utc(self.end + timedelta(days=1), LATEST_OFFSET)
+        return rules.ends_at(self.end)
 
     @property
     def deadline(self) -> datetime:
         """Syncs for the window's days count until here (end everywhere + grace)."""
-        return self.ends_at + timedelta(hours=int(self.doc["grace_hours"]))
+        return rules.deadline(self.end, int(self.doc["grace_hours"]))
+
+    @property
+    def created_ms(self) -> int:
+        return int(self.doc["created_ms"])
 
     def status(self, now: datetime) -> str:
         if self.state in ("cancelled", "finalized"):
@@ -75,14 +80,12 @@ class Stored:
             return "active"
         return "ended"
 
-    def accepts_day(self, day: date, now: datetime) -> bool:
-        return self.state == "open" and self.start <= day <= self.end and now <= self.deadline
-
     def view(self, now: datetime) -> dict[str, Any]:
         doc = {k: v for k, v in self.doc.items() if k not in _INTERNAL}
         return {
             "id": doc.pop("id"),
             **doc,
+            "visibility": doc.get("visibility") or "private",
             "rake_percent": _number(doc["rake_percent"]),
             "payout": _payout_view(doc["payout"]),
             "status": self.status(now),
@@ -90,11 +93,13 @@ class Stored:
             "entry_fee_amount": display_amount(doc["entry_fee_cents"], doc["currency"]),
             "prize_pool_amount": display_amount(doc["prize_pool_cents"], doc["currency"]),
             "accepts_syncs_until": from_ms(to_ms(self.deadline)),
+            "recount": self.recount.view() if self.recount else None,
+            "event_id": self.version,
         }
 
 
-# Kept in the stored doc for the scripts, not part of the API.
-_INTERNAL = frozenset({"epoch_ms"})
+# Kept in the stored doc for the engine and the indexes, not part of the API.
+_INTERNAL = frozenset({"created_ms"})
 
 
 def _number(value: str | int | float) -> int | float:
@@ -106,22 +111,3 @@ def _payout_view(payout: dict[str, Any]) -> dict[str, Any]:
     if "percentages" in payout:
         return {**payout, "percentages": [_number(p) for p in payout["percentages"]]}
     return payout
-
-
-def meta_fields(doc: dict[str, Any]) -> dict[str, str]:
-    """The scalar fields the Lua scripts read, beside the JSON doc."""
-    stored = Stored(doc, "open", 0)
-    goal = doc.get("goal") or {}
-    maxp = doc.get("max_participants")
-    return {
-        "doc": orjson.dumps(doc).decode(),
-        "start_date": doc["start_date"],
-        "end_date": doc["end_date"],
-        "ends_ms": str(to_ms(stored.ends_at)),
-        "deadline_ms": str(to_ms(stored.deadline)),
-        "metric_idx": str(METRICS.index(doc["metric"])),
-        "format": doc["format"],
-        "daily_target": str(goal.get("daily_target", 0)),
-        "max_participants": str(maxp if maxp is not None else 0),
-        "epoch_ms": str(doc["epoch_ms"]),
-    }

@@ -6,10 +6,11 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from healthcomp.competitions import service
+from healthcomp.competitions.access import AnyCompetition, MemberOf, OrganizerOf
 from healthcomp.competitions.schemas import (
+    AuditPage,
     Competition,
     CompetitionCreate,
-    CompetitionId,
     CompetitionPage,
     CompetitionUpdate,
     Status,
@@ -19,9 +20,6 @@ from healthcomp.core.deps import Ctx, CurrentPrincipal
 from healthcomp.core.errors import ValidationFailed
 from healthcomp.core.keys import ID_PATTERN
 from healthcomp.core.responses import Envelope, JSONBytes, ok
-from healthcomp.leaderboard import repo as boards
-from healthcomp.leaderboard.schemas import Leaderboard
-from healthcomp.leaderboard.service import board_view
 
 router = APIRouter(prefix="/competitions", tags=["competitions"])
 
@@ -69,7 +67,15 @@ async def create(ctx: Ctx, principal: CurrentPrincipal, body: CompetitionCreate)
     return ok(stored.view(ctx.clock.now()), "Competition created.", status=201)
 
 
-@router.get("", response_model=Envelope[CompetitionPage], summary="List competitions")
+@router.get(
+    "",
+    response_model=Envelope[CompetitionPage],
+    summary="List competitions: the public ones and your own (all of them for the service role)",
+    description=(
+        "Without `status`, newest first. By status: `upcoming` soonest start first, "
+        "`active` soonest end first, `ended`, `cancelled` and `finalized` latest first."
+    ),
+)
 async def list_competitions(
     ctx: Ctx,
     principal: CurrentPrincipal,
@@ -77,14 +83,15 @@ async def list_competitions(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> JSONBytes:
-    return ok(await service.list_page(ctx, status, limit, offset))
+    return ok(await service.list_page(ctx, principal, status, limit, offset))
 
 
-@router.get("/{competition_id}", response_model=Envelope[Competition], summary="One competition")
-async def get_one(
-    ctx: Ctx, principal: CurrentPrincipal, competition_id: CompetitionId
-) -> JSONBytes:
-    stored = await service.get(ctx, competition_id)
+@router.get(
+    "/{competition_id}",
+    response_model=Envelope[Competition],
+    summary="One competition (any signed-in user: its id is its invitation)",
+)
+async def get_one(ctx: Ctx, stored: AnyCompetition) -> JSONBytes:
     return ok(stored.view(ctx.clock.now()))
 
 
@@ -94,9 +101,9 @@ async def get_one(
     summary="Edit (organizer or service); scoring and money rules only before the start",
 )
 async def edit(
-    ctx: Ctx, principal: CurrentPrincipal, competition_id: CompetitionId, body: CompetitionUpdate
+    ctx: Ctx, principal: CurrentPrincipal, stored: OrganizerOf, body: CompetitionUpdate
 ) -> JSONBytes:
-    stored = await service.update(ctx, principal, competition_id, body)
+    stored = await service.update(ctx, principal, stored, body)
     return ok(stored.view(ctx.clock.now()), "Competition updated.")
 
 
@@ -108,61 +115,51 @@ async def edit(
 async def join(
     ctx: Ctx,
     principal: CurrentPrincipal,
-    competition_id: CompetitionId,
+    stored: AnyCompetition,
     body: Membership | None = None,
 ) -> JSONBytes:
     user_id = _member(principal, body)
-    count = await service.join(ctx, principal, competition_id, user_id)
-    return ok(_membership(competition_id, user_id, count), "Joined.")
+    count = await service.join(ctx, principal, stored, user_id)
+    return ok(_membership(stored.id, user_id, count), "Joined.")
 
 
 @router.post(
     "/{competition_id}/leave",
     response_model=Envelope[MembershipResult],
-    summary="Leave before the end; your scores in it are removed",
+    summary="Leave before the end; your entry leaves the board, the record of taking part stays",
 )
 async def leave(
     ctx: Ctx,
     principal: CurrentPrincipal,
-    competition_id: CompetitionId,
+    stored: AnyCompetition,
     body: Membership | None = None,
 ) -> JSONBytes:
     user_id = _member(principal, body)
-    count = await service.leave(ctx, principal, competition_id, user_id)
-    return ok(_membership(competition_id, user_id, count), "Left.")
-
-
-@router.get(
-    "/{competition_id}/participants",
-    response_model=Envelope[Leaderboard],
-    summary="Participants in rank order (participants, organizer, service)",
-)
-async def participants(
-    ctx: Ctx,
-    principal: CurrentPrincipal,
-    competition_id: CompetitionId,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-) -> JSONBytes:
-    stored = await service.get(ctx, competition_id)
-    await service.require_participant_or_organizer(ctx, stored, principal)
-    page = await boards.page(
-        ctx, competition_id, offset=offset, limit=limit, caller=principal.user_id
-    )
-    assert page is not None
-    return ok(board_view(competition_id, page, limit))
+    count = await service.leave(ctx, principal, stored, user_id)
+    return ok(_membership(stored.id, user_id, count), "Left.")
 
 
 @router.post(
     "/{competition_id}/cancel",
     response_model=Envelope[Competition],
-    summary="Cancel (organizer or service)",
+    summary="Cancel: the organizer before the end, the service role until finalized",
 )
 async def cancel(
     ctx: Ctx,
     principal: CurrentPrincipal,
-    competition_id: CompetitionId,
+    stored: OrganizerOf,
     body: Reason | None = None,
 ) -> JSONBytes:
-    stored = await service.cancel(ctx, principal, competition_id, body.reason if body else "")
+    stored = await service.cancel(ctx, principal, stored, body.reason if body else "")
     return ok(stored.view(ctx.clock.now()), "Competition cancelled.")
+
+
+@router.get(
+    "/{competition_id}/audit",
+    response_model=Envelope[AuditPage],
+    summary="The audit trail: all of it for the organizer and the service role, "
+    "a participant's own records for them",
+)
+async def audit(ctx: Ctx, principal: CurrentPrincipal, stored: MemberOf) -> JSONBytes:
+    records = await service.audit(ctx, principal, stored)
+    return ok({"competition_id": stored.id, "records": records})

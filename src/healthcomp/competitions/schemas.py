@@ -23,6 +23,7 @@ DAILY_CAPS: dict[str, int] = {
 MAX_WINDOW_DAYS = 366
 MAX_CENTS = 10**12
 Status = Literal["upcoming", "active", "ended", "finalized", "cancelled"]
+Visibility = Literal["private", "public"]
 CompetitionId = Annotated[str, Field(pattern=ID_PATTERN, examples=["nov-10k"])]
 
 
@@ -97,6 +98,7 @@ class _Rules(BaseModel):
     min_participants: int | None = Field(None, ge=1, le=1_000_000)
     max_participants: int | None = Field(None, ge=1, le=10_000_000)
     grace_hours: int | None = Field(None, ge=0, le=168)
+    visibility: Visibility | None = None
 
     @field_validator("currency")
     @classmethod
@@ -127,6 +129,11 @@ class CompetitionCreate(_Rules):
     rake_percent: Decimal = Field(Decimal(0), ge=0, le=100, decimal_places=2)
     min_participants: int = Field(1, ge=1, le=1_000_000)
     grace_hours: int = Field(24, ge=0, le=168)
+    visibility: Visibility = Field(
+        "private",
+        description="private: the board and its participants only for participants, the "
+        "organizer and the service role; public: the board for any signed-in user",
+    )
 
 
 class CompetitionUpdate(_Rules):
@@ -171,6 +178,12 @@ def rule_errors(doc: dict[str, Any]) -> list[dict[str, str]]:
     return errors
 
 
+class RecountState(BaseModel):
+    state: Literal["running", "done"]
+    done: int
+    total: int
+
+
 class Money(BaseModel):
     cents: int
     amount: str
@@ -196,6 +209,7 @@ class Competition(BaseModel):
     min_participants: int
     max_participants: int | None
     grace_hours: int
+    visibility: Visibility
     created_by: str | None = Field(description="The organizer; null when a service created it")
     created_at: str
     updated_at: str
@@ -204,6 +218,30 @@ class Competition(BaseModel):
     entry_fee_amount: str
     prize_pool_amount: str
     accepts_syncs_until: str
+    recount: RecountState | None = Field(
+        description="The last recount after a rule change; the board is exact once it is done"
+    )
+    event_id: int = Field(description="The board's version: the id of its last event")
+
+
+class AuditRecord(BaseModel):
+    at: int = Field(description="When (epoch ms, the service's clock)")
+    by: str = Field(description="Who: a user id, or `service`")
+    action: str = Field(description="`set_totals` (a trusted write) or `cancel`")
+    reason: str
+    event_id: int | None = None
+    user_id: str | None = Field(None, description="Whose entry a trusted write set")
+    before: list[int] | None = Field(
+        None, description="steps, distance, calories, active_minutes, goal_days before"
+    )
+    after: list[int] | None = None
+    score_before: int | None = None
+    score_after: int | None = None
+
+
+class AuditPage(BaseModel):
+    competition_id: str
+    records: list[AuditRecord]
 
 
 class CompetitionPage(BaseModel):

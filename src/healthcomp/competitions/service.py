@@ -1,33 +1,35 @@
-"""Competition rules: who may do what, and when."""
+"""Competition rules: who may do what, and when. Storage goes through the engine."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
-from healthcomp.activity import service as activity
-from healthcomp.competitions import repo
-from healthcomp.competitions.model import LATEST_OFFSET, Stored, day_start_utc
-from healthcomp.competitions.schemas import (
-    CompetitionCreate,
-    CompetitionUpdate,
-    rule_errors,
-)
+from healthcomp.competitions import index, repo
+from healthcomp.competitions.access import get, not_found
+from healthcomp.competitions.model import Stored
+from healthcomp.competitions.schemas import CompetitionCreate, CompetitionUpdate, rule_errors
 from healthcomp.core.auth import Principal
 from healthcomp.core.clock import rfc3339, to_ms
 from healthcomp.core.context import AppContext
 from healthcomp.core.errors import (
     AppError,
     Conflict,
-    Forbidden,
     NotFound,
     ValidationFailed,
     validation_details,
 )
+from healthcomp.engine import reads, recount, rules, writes
+from healthcomp.engine.codes import Reply
 from healthcomp.users import repo as users
+
+log = logging.getLogger("healthcomp.competitions")
 
 # Fields that decide scores or money: editable only before the competition starts.
 RULE_FIELDS = frozenset(
@@ -47,34 +49,11 @@ RULE_FIELDS = frozenset(
         "grace_hours",
     }
 )
-# Of those, the ones that change what counts: every participant is recounted.
-SCORING_FIELDS = frozenset({"metric", "start_date", "end_date", "format", "goal"})
-MAX_DAYS_AHEAD = 365
-
-
-async def get(ctx: AppContext, cid: str) -> Stored:
-    stored = await repo.load(ctx, cid)
-    if stored is None:
-        raise NotFound(f"No competition '{cid}'.", error="competition_not_found")
-    return stored
-
-
-def require_organizer(stored: Stored, principal: Principal) -> None:
-    if principal.is_service or stored.organized_by(principal.user_id):
-        return
-    raise Forbidden("Only the competition's organizer may do this.", error="not_organizer")
-
-
-async def require_participant_or_organizer(
-    ctx: AppContext, stored: Stored, principal: Principal
-) -> None:
-    if principal.is_service or stored.organized_by(principal.user_id):
-        return
-    assert principal.user_id is not None
-    if not await repo.is_participant(ctx, stored.id, principal.user_id):
-        raise Forbidden(
-            "Only participants and the organizer may see this.", error="not_participant"
-        )
+# Of those, the ones that change what counts or when: every participant is recounted
+# (and their record of the window brought up to date).
+RECOUNT_FIELDS = frozenset({"metric", "start_date", "end_date", "format", "goal", "grace_hours"})
+# A user organizer may start a competition at most this long before creating it.
+MAX_BACKDATE = timedelta(days=7)
 
 
 def _with_default_payout(doc: dict[str, Any]) -> dict[str, Any]:
@@ -92,29 +71,54 @@ def _check_rules(doc: dict[str, Any]) -> None:
         raise ValidationFailed(f"Invalid competition: {fields}.", details=errors)
 
 
+def _bad(field: str, message: str, sentence: str) -> ValidationFailed:
+    return ValidationFailed(
+        sentence, details=[{"field": field, "message": message, "type": "value_error"}]
+    )
+
+
 def _check_not_over(end: date, now: datetime) -> None:
-    if now >= day_start_utc(end + timedelta(days=1), LATEST_OFFSET):
-        raise ValidationFailed(
+    if now >= rules.ends_at(end):
+        raise _bad(
+            "end_date",
+            "in the past",
             "end_date has already passed everywhere on Earth; nobody could join.",
-            details=[{"field": "end_date", "message": "in the past", "type": "value_error"}],
         )
 
 
-def _check_start_horizon(start: date, created: datetime) -> None:
-    # The ranking key counts seconds from creation in 26 bits (776 days): a start at
-    # most a year after creation keeps the whole window and grace inside it.
-    if start > (created + timedelta(days=MAX_DAYS_AHEAD)).date():
-        raise ValidationFailed(
-            f"start_date may be at most {MAX_DAYS_AHEAD} days after the competition's creation.",
-            details=[{"field": "start_date", "message": "too far ahead", "type": "value_error"}],
+def _check_backdate(principal: Principal, start: date, created: datetime) -> None:
+    """A user organizer's window starts at most 7 days before the creation (create and
+    edit); only the service role backdates further, e.g. to import a running challenge."""
+    earliest = (created - MAX_BACKDATE).date()
+    if not principal.is_service and start < earliest:
+        raise _bad(
+            "start_date",
+            "too far in the past",
+            f"start_date may be at most {MAX_BACKDATE.days} days before the competition "
+            f"was created ({earliest} at the earliest).",
         )
+
+
+def _index_record(stored_doc: dict[str, Any], state: str, closed_ms: int = 0) -> str:
+    start, end = (
+        date.fromisoformat(stored_doc["start_date"]),
+        date.fromisoformat(stored_doc["end_date"]),
+    )
+    return index.record(
+        stored_doc,
+        starts_ms=to_ms(rules.starts_at(start)),
+        ends_ms=to_ms(rules.ends_at(end)),
+        state=state,
+        closed_ms=closed_ms,
+    )
 
 
 async def create(ctx: AppContext, principal: Principal, body: CompetitionCreate) -> Stored:
     now = ctx.clock.now()
+    now_ms = to_ms(now)
     _check_rules(body.model_dump(mode="json"))
-    _check_start_horizon(body.start_date, now)
     _check_not_over(body.end_date, now)
+    _check_backdate(principal, body.start_date, now)
     if principal.user_id is not None:
         await users.ensure_profile(ctx, principal)
     doc = _with_default_payout(body.model_dump(mode="json"))
@@ -123,45 +127,112 @@ async def create(ctx: AppContext, principal: Principal, body: CompetitionCreate)
     # null for the service role: no user id can ever match it and become organizer.
     doc["created_by"] = principal.user_id
     doc["created_at"] = doc["updated_at"] = rfc3339(now)
-    doc["epoch_ms"] = to_ms(now)
-    if not await repo.create(ctx, doc, to_ms(now)):
-        raise Conflict(f"A competition '{doc['id']}' already exists.", error="competition_exists")
-    return await get(ctx, doc["id"])
+    doc["created_ms"] = now_ms
+    cid = doc["id"]
+    if principal.user_id is not None:
+        over = await repo.reserve_organized(
+            ctx,
+            principal.user_id,
+            cid,
+            ends_ms=to_ms(rules.ends_at(body.end_date)),
+            now_ms=now_ms,
+            maximum=ctx.settings.max_open_competitions,
+        )
+        if over is not None:
+            raise Conflict(
+                f"You already organize {over} competitions that are not over; the limit is "
+                f"{ctx.settings.max_open_competitions}. Cancel one or wait for one to end.",
+                error="too_many_competitions",
+            )
+    if not await writes.create(ctx, doc):
+        existing = await repo.load(ctx, cid)
+        if principal.user_id is not None and not (
+            existing and existing.organized_by(principal.user_id)
+        ):
+            await repo.release_organized(ctx, principal.user_id, cid)
+        raise Conflict(f"A competition '{cid}' already exists.", error="competition_exists")
+    await index.upsert(ctx, cid, _index_record(doc, "open"), now_ms)
+    return await get(ctx, cid)
 
 
-async def list_page(ctx: AppContext, status: str | None, limit: int, offset: int) -> dict[str, Any]:
-    """A page of competitions, newest first, optionally of one status.
-
-    Status depends on the time, so a filtered page walks the index in chunks and
-    counts the matches. The index may hold an id whose creation was interrupted; such
-    an id is skipped.
-    """
+async def list_page(
+    ctx: AppContext, principal: Principal, status: str | None, limit: int, offset: int
+) -> dict[str, Any]:
+    """A page of competitions. The service role sees all of them; a user sees the
+    public ones and their own (organized or joined), in the listing's order."""
     now = ctx.clock.now()
-    items: list[dict[str, Any]] = []
-    if status is None:
-        total = await repo.count_all(ctx)
-        ids = await repo.list_ids(ctx, offset, limit)
-        items = [s.view(now) for s in await repo.load_many(ctx, ids) if s is not None]
+    now_ms = to_ms(now)
+    name = status or "created"
+    if principal.is_service:
+        total, items = await index.page(
+            ctx, public_only=False, name=name, start=offset, count=limit, now_ms=now_ms
+        )
+        ids = [cid for cid, _ in items]
     else:
-        total, cursor, chunk = 0, 0, 200
-        while ids := await repo.list_ids(ctx, cursor, chunk):
-            for stored in await repo.load_many(ctx, ids):
-                if stored is None or stored.status(now) != status:
-                    continue
-                if offset <= total < offset + limit:
-                    items.append(stored.view(now))
-                total += 1
-            cursor += chunk
-    return {"items": items, "total_count": total, "limit": limit, "offset": offset}
+        total, ids = await _user_page(ctx, principal, name, status, limit, offset, now_ms)
+    found = [s.view(now) for s in await repo.load_many(ctx, ids) if s is not None]
+    return {"items": found, "total_count": total, "limit": limit, "offset": offset}
+
+
+async def _user_page(
+    ctx: AppContext,
+    principal: Principal,
+    name: str,
+    status: str | None,
+    limit: int,
+    offset: int,
+    now_ms: int,
+) -> tuple[int, list[str]]:
+    """Merges the public listing with the caller's own private competitions: the own
+    ones are few, so they are placed among the public ones by counting."""
+    assert principal.user_id is not None
+    now = ctx.clock.now()
+    own_ids = sorted(
+        set(await reads.competitions_of(ctx, principal.user_id))
+        | set(await repo.organized_ids(ctx, principal.user_id))
+    )
+    own = [
+        s
+        for s in await repo.load_many(ctx, own_ids)
+        if s is not None and not s.is_public and (status is None or s.status(now) == status)
+    ]
+    keys = sorted(((_sort_score(s, name), s.id) for s in own), reverse=name in index.DESCENDING)
+    k = len(keys)
+    first = max(0, offset - k)
+    pub_total, pub = await index.page(
+        ctx, public_only=True, name=name, start=first, count=limit + k, now_ms=now_ms
+    )
+    before = await index.count_before(ctx, public_only=True, name=name, keys=keys)
+    # An own item's place: the public ones before it plus the own ones before it.
+    placed = [(before[i] + i, cid) for i, (_s, cid) in enumerate(keys)]
+    for j, (cid, score) in enumerate(pub):
+        key = (score, cid)
+        ahead = sum(
+            1 for own_key in keys if (own_key > key if name in index.DESCENDING else own_key < key)
+        )
+        placed.append((first + j + ahead, cid))
+    window = sorted(p for p in placed if offset <= p[0] < offset + limit)
+    return pub_total + k, [cid for _, cid in window]
+
+
+def _sort_score(stored: Stored, name: str) -> float:
+    if name == "created":
+        return float(stored.created_ms)
+    if name == "upcoming":
+        return float(to_ms(stored.starts_at))
+    if name in ("active", "ended"):
+        return float(to_ms(stored.ends_at))
+    return float(stored.doc.get("closed_ms") or 0)
 
 
 async def update(
-    ctx: AppContext, principal: Principal, cid: str, body: CompetitionUpdate
+    ctx: AppContext, principal: Principal, stored: Stored, body: CompetitionUpdate
 ) -> Stored:
-    for _ in range(5):  # optimistic: retried when another edit landed in between
-        stored = await get(ctx, cid)
-        require_organizer(stored, principal)
-        changes = body.model_dump(mode="json", exclude_unset=True)
+    cid = stored.id
+    changes = body.model_dump(mode="json", exclude_unset=True)
+    for attempt in range(5):  # optimistic: retried when another edit landed in between
+        if attempt:
+            stored = await get(ctx, cid)
         now = ctx.clock.now()
         status = stored.status(now)
         if status in ("cancelled", "finalized"):
@@ -175,7 +246,7 @@ async def update(
             )
         if not changes:
             return stored
-        for name in ("name", "description"):
+        for name in ("name", "description", "visibility"):
             if name in changes and changes[name] is None:
                 raise ValidationFailed(f"{name} cannot be null.")
         merged = _with_default_payout({**stored.doc, **changes})
@@ -188,79 +259,126 @@ async def update(
             ) from None
         _check_rules(merged)
         _check_not_over(date.fromisoformat(merged["end_date"]), now)
-        _check_start_horizon(
-            date.fromisoformat(merged["start_date"]),
-            datetime.fromtimestamp(int(stored.doc["epoch_ms"]) / 1000, UTC),
+        created = datetime.fromisoformat(stored.doc["created_at"].replace("Z", "+00:00"))
+        _check_backdate(principal, date.fromisoformat(merged["start_date"]), created)
+        merged["updated_at"] = rfc3339(now)
+        recount_needed = any(merged.get(f) != stored.doc.get(f) for f in RECOUNT_FIELDS)
+        res = await writes.update(
+            ctx, stored.doc, merged, recount=recount_needed, now_ms=to_ms(now)
         )
-        maxp = merged.get("max_participants")
-        if maxp is not None and maxp < stored.participant_count:
+        if res.code is Reply.OK:
+            await index.upsert(ctx, cid, _index_record(merged, "open"), to_ms(now))
+            if stored.organizer is not None:
+                await repo.reserve_organized(
+                    ctx,
+                    stored.organizer,
+                    cid,
+                    ends_ms=to_ms(rules.ends_at(date.fromisoformat(merged["end_date"]))),
+                    now_ms=to_ms(now),
+                    maximum=0,
+                )
+            if recount_needed:
+                await _recount_soon(ctx, cid)
+            return await get(ctx, cid)
+        if res.code is Reply.TOO_MANY:
             raise Conflict(
-                f"max_participants is below the {stored.participant_count} who joined.",
+                f"max_participants is below the {res.participants} who joined.",
                 error="too_many_participants",
             )
-        merged["updated_at"] = rfc3339(now)
-        result = await repo.replace_doc(ctx, stored.doc, merged)
-        if result == 1:
-            updated = await get(ctx, cid)
-            if SCORING_FIELDS & changes.keys():
-                await activity.rescore(ctx, updated)
-            return updated
-        if result == -3:
+        if res.code is Reply.CLOSED:
             raise Conflict("The competition is closed.", error="competition_closed")
-        if result == -2:
-            break
+        if res.code is Reply.NO_COMPETITION:
+            raise not_found(cid)
     raise Conflict("The competition changed meanwhile; try again.", error="edit_conflict")
 
 
-_JOIN_ERRORS: dict[int, AppError] = {
-    -2: NotFound("No such competition.", error="competition_not_found"),
-    -3: Conflict("The competition is closed.", error="competition_closed"),
-    -4: Conflict("The competition has ended.", error="competition_ended"),
-    -5: Conflict("You have already joined this competition.", error="already_joined"),
-    -6: Conflict("The competition is full.", error="competition_full"),
-    -1: Conflict("Not a participant of this competition.", error="not_joined"),
+async def _recount_soon(ctx: AppContext, cid: str) -> None:
+    """Run the recount now in the background; wait a little for it, so a small
+    competition's edit answers with its board already exact."""
+    task = asyncio.create_task(recount.run(ctx, cid, to_ms(ctx.clock.now())))
+    ctx.background.add(task)
+    task.add_done_callback(_finished)
+    task.add_done_callback(ctx.background.discard)
+    # Past the wait it goes on here; the sweep resumes it if this process dies.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(task), ctx.settings.recount_inline_seconds)
+
+
+def _finished(task: asyncio.Task[bool]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("recount failed; the sweep resumes it", exc_info=task.exception())
+
+
+_MEMBERSHIP_ERRORS: dict[Reply, AppError] = {
+    Reply.NO_COMPETITION: NotFound("No such competition.", error="competition_not_found"),
+    Reply.CLOSED: Conflict("The competition is closed.", error="competition_closed"),
+    Reply.ENDED: Conflict("The competition has ended.", error="competition_ended"),
+    Reply.ALREADY_JOINED: Conflict(
+        "You have already joined this competition.", error="already_joined"
+    ),
+    Reply.FULL: Conflict("The competition is full.", error="competition_full"),
+    Reply.NOT_PARTICIPANT: Conflict("Not a participant of this competition.", error="not_joined"),
 }
 
 
-def _raise_code(code: int) -> None:
-    if code < 0:
-        err = _JOIN_ERRORS[code]
+def _raise_for(code: Reply) -> None:
+    if code is not Reply.OK:
+        err = _MEMBERSHIP_ERRORS[code]
         raise type(err)(err.message, error=err.error)
 
 
-async def join(ctx: AppContext, principal: Principal, cid: str, user_id: str) -> int:
-    stored = await get(ctx, cid)
+async def join(ctx: AppContext, principal: Principal, stored: Stored, user_id: str) -> int:
     principal.require_self_or_service(user_id)
     if principal.user_id == user_id:
-        profile = await users.ensure_profile(ctx, principal)
-        name = profile.display_name
+        name = (await users.ensure_profile(ctx, principal)).display_name
     else:
         existing = await users.get_profile(ctx, user_id)
         name = existing.display_name if existing else user_id
-    count = await repo.join(ctx, cid, user_id, to_ms(ctx.clock.now()), name)
-    _raise_code(count)
-    # Days the user already synced inside the window count from the moment they join.
-    await activity.backfill(ctx, user_id, stored)
-    return count
+    joined = await writes.join(ctx, stored.id, user_id, name, to_ms(ctx.clock.now()))
+    _raise_for(joined.code)
+    return joined.participant_count
 
 
-async def leave(ctx: AppContext, principal: Principal, cid: str, user_id: str) -> int:
-    await get(ctx, cid)
+async def leave(ctx: AppContext, principal: Principal, stored: Stored, user_id: str) -> int:
     principal.require_self_or_service(user_id)
-    count = await repo.leave(ctx, cid, user_id, to_ms(ctx.clock.now()))
-    _raise_code(count)
-    return count
+    left = await writes.leave(ctx, stored.id, user_id, to_ms(ctx.clock.now()))
+    _raise_for(left.code)
+    return left.participant_count
 
 
-async def cancel(ctx: AppContext, principal: Principal, cid: str, reason: str) -> Stored:
-    stored = await get(ctx, cid)
-    require_organizer(stored, principal)
+async def cancel(ctx: AppContext, principal: Principal, stored: Stored, reason: str) -> Stored:
+    now = ctx.clock.now()
     actor = principal.user_id or "service"
-    result = await repo.cancel(ctx, cid, to_ms(ctx.clock.now()), actor, reason)
-    if result == -3:
+    code = await writes.cancel(
+        ctx,
+        stored.id,
+        actor=actor,
+        is_service=principal.is_service,
+        now_ms=to_ms(now),
+        reason=reason,
+    )
+    if code is Reply.CLOSED:
         raise Conflict(
-            f"The competition is already {stored.status(ctx.clock.now())}.",
-            error="competition_closed",
+            f"The competition is already {stored.status(now)}.", error="competition_closed"
         )
-    _raise_code(result)
-    return await get(ctx, cid)
+    if code is Reply.ENDED:
+        raise Conflict(
+            "The competition has ended; only the service role can cancel it now (until it is "
+            "finalized).",
+            error="competition_ended",
+        )
+    _raise_for(code)
+    await index.upsert(
+        ctx, stored.id, _index_record(stored.doc, "cancelled", to_ms(now)), to_ms(now)
+    )
+    if stored.organizer is not None:
+        await repo.close_organized(ctx, stored.organizer, stored.id)
+    return await get(ctx, stored.id)
+
+
+async def audit(ctx: AppContext, principal: Principal, stored: Stored) -> list[Any]:
+    """All of it for the organizer and the service role; a participant sees the records
+    about themself."""
+    if principal.is_service or stored.organized_by(principal.user_id):
+        return await reads.audit_log(ctx, stored.id)
+    return await reads.audit_log(ctx, stored.id, user_id=principal.user_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,8 @@ class AppContext:
     clock: Clock = field(default_factory=Clock)
     embedded: EmbeddedRedis | None = None
     scripts: dict[str, Any] = field(default_factory=dict)
+    # Work started by a request that may outlive it (recounts); cancelled at shutdown.
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property
     def r(self) -> RedisClient:

@@ -2,32 +2,18 @@
 
 Every key starts with the configured prefix (default `hc`). Keys that belong to one
 competition share the hash tag `{c:<id>}` and keys that belong to one user share
-`{u:<id>}`, so each group lives in one Redis Cluster slot and a Lua script or MULTI
-touching several of them stays atomic. Ids are validated (`^[A-Za-z0-9_-]{1,64}$`)
-before they get here, so an id can never contain `{`, `}` or `:` and reach into
-another key.
+`{u:<id>}`, so each group lives in one Redis Cluster slot and a Lua script touching
+several of them stays atomic. Ids are validated (`^[A-Za-z0-9_-]{1,64}$`) before they
+get here, so an id can never contain `{`, `}`, `:` or `|` and reach into another key.
 
-| key | type | holds |
-|---|---|---|
-| `P:{u:U}:profile` | hash | display_name, avatar_url, email, created_at, updated_at |
-| `P:{u:U}:rec` | hash | `<day>\\|<source>` -> `steps,distance,calories,active_minutes,synced_at` |
-| `P:{u:U}:eff` | hash | `<day>` -> JSON `{v: [s,d,c,a], src: [...], t: synced_at}` (max across sources) |
-| `P:{u:U}:comps` | set | ids of competitions the user joined (an index; the competition is the truth) |
-| `P:{u:U}:dirty` | hash | `<competition>\\|<day>` -> sequence: days still to push (crash repair) |
-| `P:{c:C}:meta` | hash | the competition's fields (JSON values) |
-| `P:{c:C}:lb` | zset | participant -> composite score (score, then who reached it first) |
-| `P:{c:C}:entry` | hash | participant -> JSON totals, score, reached_at, synced and joined times |
-| `P:{c:C}:d:U` | hash | `<day>` -> `ver,steps,distance,calories,active_minutes` as pushed into C for user U |
-| `P:{c:C}:names` | hash | participant -> display name (copied from the profile, for one-trip pages) |
-| `P:{c:C}:adj` | hash | participant -> JSON adjustment offsets of trusted score writes |
-| `P:{c:C}:audit` | list | JSON audit records (trusted writes, cancels), newest last |
-| `P:rl:user:U`, `P:rl:ip:A` | string | rate-limit state (GCRA arrival time, µs), expires when idle |
-| `P:competitions` | zset | competition id -> created_at (epoch ms), for listing |
+`SCHEMA` below is the table of every key; `docs/ARCHITECTURE.md` carries the same
+table (printed by `python -m healthcomp.core.keys`, checked by a test).
 """
 
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 ID_RE = re.compile(ID_PATTERN)
@@ -35,6 +21,55 @@ ID_RE = re.compile(ID_PATTERN)
 
 def valid_id(value: str) -> bool:
     return bool(ID_RE.fullmatch(value))
+
+
+class KeySpec(NamedTuple):
+    pattern: str
+    type: str
+    owner: str
+    holds: str
+
+
+SCHEMA: tuple[KeySpec, ...] = (
+    # --- one user: {u:U} -----------------------------------------------------------
+    KeySpec("P:{u:U}:profile", "hash", "users", "display_name, avatar_url, email, created_at, updated_at"),
+    KeySpec("P:{u:U}:rec", "hash", "engine", "`<day>|<source>` → `steps,distance,calories,active_minutes,synced_ms`: the latest cumulative total of that day from that source"),
+    KeySpec("P:{u:U}:eff", "hash", "engine", "`<day>` → JSON `{v:[s,d,c,a], src:[…], ver, t}`: the effective day (max per metric across sources), its version and last sync"),
+    KeySpec("P:{u:U}:cw", "hash", "engine", "`<competition>` → `start|end|deadline_ms`: the windows of the user's competitions; a sync picks its targets here"),
+    KeySpec("P:{u:U}:owed", "hash", "engine", "`<competition>|<day>` → `seq,ver,s,d,c,a,synced_ms`: a day still to push (snapshot of what to push); `<competition>|*` → ms: a back-fill owed by a join"),
+    KeySpec("P:{u:U}:org", "zset", "competitions", "competition → its end (ms): the competitions the user organizes, to cap the open ones"),
+    # --- one competition: {c:C} ----------------------------------------------------
+    KeySpec("P:{c:C}:meta", "hash", "engine", "`doc` (the competition as JSON), `state` (open, cancelled, finalized), the scalar rules the scripts read, `ver` (board version = last event id), `clock` (last tie-order ms), `rules` (rules version)"),
+    KeySpec("P:{c:C}:lb", "zset", "engine", "`<reached ms, 15 digits>:<user>` → -score: ascending order is rank order (higher score, then reached first, then user id)"),
+    KeySpec("P:{c:C}:entry", "hash", "engine", "participant → JSON `{t:[s,d,c,a], g, sc, r, m, ls, u, j}`: activity totals, goal days, score, tie time, board member, last sync, update, join"),
+    KeySpec("P:{c:C}:names", "hash", "engine", "participant → display name (copied from the profile, for one-trip pages)"),
+    KeySpec("P:{c:C}:d:U", "hash", "engine", "`<day>` → `ver,s,d,c,a`: the days of participant U counted in this competition"),
+    KeySpec("P:{c:C}:adj", "hash", "engine", "user → JSON `[s,d,c,a,goal_days]`: offsets of trusted writes; kept across leave and rejoin"),
+    KeySpec("P:{c:C}:parts", "hash", "engine", "user → JSON participation record: state (active, left), joined, left, joins, fee owed"),
+    KeySpec("P:{c:C}:audit", "list", "engine", "JSON audit records (trusted writes, cancels), oldest first"),
+    KeySpec("P:{c:C}:ev", "stream", "engine", "board events, id `<event_id>-0`, field `e` = JSON event; bounded backlog"),
+    KeySpec("P:{c:C}:rc", "hash", "engine", "recount job: state, rules, done, total, cursor, lease, started/finished"),
+    KeySpec("P:{c:C}:rcl", "list", "engine", "the recount's stable snapshot of participants"),
+    KeySpec("P:{c:C}:rcd", "set", "engine", "participants the running recount has counted"),
+    # --- global (each a single key, so single-slot) --------------------------------
+    KeySpec("P:{ix}:S:V", "zset", "competitions", "the listing indexes: S is `all` or `pub` (public only), V is `created` (→ created ms), `upcoming` (→ start ms), `active` (→ end ms), `ended` (→ end ms), `cancelled` or `finalized` (→ closed ms)"),
+    KeySpec("P:{ix}:times", "hash", "competitions", "competition → `starts_ms|ends_ms|state|created_ms|closed_ms|public`: what the listing indexes are built from"),
+    KeySpec("P:{ix}:asof", "string", "competitions", "the time (ms) the listing indexes were last advanced to"),
+    KeySpec("P:recounts", "set", "engine", "competitions with a recount job to run or finish"),
+    KeySpec("P:lease:L", "string", "engine", "a background job's lease (sweep, recount), so one process runs it at a time"),
+    KeySpec("P:rl:user:U, P:rl:ip:A", "string", "core", "rate-limit state (GCRA arrival time, µs), expires when idle"),
+    KeySpec("P:health", "string", "health", "the readiness probe's write"),
+)  # fmt: skip
+
+
+def schema_markdown() -> str:
+    """The key table as it appears in docs/ARCHITECTURE.md."""
+    lines = ["| key | type | owner | holds |", "|---|---|---|---|"]
+    for spec in SCHEMA:
+        holds = spec.holds.replace("|", "\\|")
+        pattern = spec.pattern.replace("|", "\\|")
+        lines.append(f"| `{pattern}` | {spec.type} | {spec.owner} | {holds} |")
+    return "\n".join(lines)
 
 
 class Keys:
@@ -59,11 +94,22 @@ class Keys:
     def effective(self, user_id: str) -> str:
         return f"{self._u(user_id)}:eff"
 
-    def user_competitions(self, user_id: str) -> str:
-        return f"{self._u(user_id)}:comps"
+    def windows(self, user_id: str) -> str:
+        return f"{self._u(user_id)}:cw"
 
-    def user_dirty(self, user_id: str) -> str:
-        return f"{self._u(user_id)}:dirty"
+    def owed(self, user_id: str) -> str:
+        return f"{self._u(user_id)}:owed"
+
+    def organized(self, user_id: str) -> str:
+        return f"{self._u(user_id)}:org"
+
+    def user_pattern(self, suffix: str) -> str:
+        """A SCAN pattern over one kind of user key (the background sweep)."""
+        return f"{self.prefix}:{{u:*}}:{suffix}"
+
+    @staticmethod
+    def user_of(key: str) -> str:
+        return key.split("{u:", 1)[1].split("}", 1)[0]
 
     # --- competitions ----------------------------------------------------------
     def _c(self, competition_id: str) -> str:
@@ -79,22 +125,46 @@ class Keys:
     def entries(self, competition_id: str) -> str:
         return f"{self._c(competition_id)}:entry"
 
+    def names(self, competition_id: str) -> str:
+        return f"{self._c(competition_id)}:names"
+
     def participant_days(self, competition_id: str, user_id: str) -> str:
         assert ID_RE.fullmatch(user_id), user_id
         return f"{self._c(competition_id)}:d:{user_id}"
 
-    def names(self, competition_id: str) -> str:
-        return f"{self._c(competition_id)}:names"
-
     def adjustments(self, competition_id: str) -> str:
         return f"{self._c(competition_id)}:adj"
+
+    def participations(self, competition_id: str) -> str:
+        return f"{self._c(competition_id)}:parts"
 
     def audit(self, competition_id: str) -> str:
         return f"{self._c(competition_id)}:audit"
 
-    # --- global indexes (each a single key, so single-slot) ---------------------
-    def competitions(self) -> str:
-        return f"{self.prefix}:competitions"
+    def events(self, competition_id: str) -> str:
+        return f"{self._c(competition_id)}:ev"
+
+    def recount(self, competition_id: str) -> str:
+        return f"{self._c(competition_id)}:rc"
+
+    def recount_list(self, competition_id: str) -> str:
+        return f"{self._c(competition_id)}:rcl"
+
+    def recount_done(self, competition_id: str) -> str:
+        return f"{self._c(competition_id)}:rcd"
+
+    # --- global indexes (each a single key, or one `{ix}` slot) -----------------
+    def index(self, name: str) -> str:
+        """`times`, `asof`, or `<all|pub>:<created|upcoming|active|ended|cancelled|finalized>`."""
+        assert name in _INDEXES, name
+        return f"{self.prefix}:{{ix}}:{name}"
+
+    def recounts(self) -> str:
+        return f"{self.prefix}:recounts"
+
+    def lease(self, name: str) -> str:
+        assert ID_RE.fullmatch(name), name
+        return f"{self.prefix}:lease:{name}"
 
     def rate(self, kind: str, subject: str) -> str:
         """A rate-limit bucket; `subject` is a user id or an IP address."""
@@ -102,3 +172,13 @@ class Keys:
 
     def health_probe(self) -> str:
         return f"{self.prefix}:health"
+
+
+LISTINGS = ("created", "upcoming", "active", "ended", "cancelled", "finalized")
+_INDEXES = frozenset(
+    {"times", "asof"} | {f"{scope}:{name}" for scope in ("all", "pub") for name in LISTINGS}
+)
+
+
+if __name__ == "__main__":  # pragma: no cover - prints the docs table
+    print(schema_markdown())

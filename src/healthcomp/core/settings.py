@@ -65,6 +65,16 @@ class Settings(BaseSettings):
     step_goal: int = Field(10_000, ge=1, le=100_000, validation_alias="HC_STEP_GOAL")
     demo_on_start: bool = Field(False, validation_alias="HC_DEMO")
     metrics_public: bool = Field(True, validation_alias="HC_METRICS_PUBLIC")
+    # A user organizes at most this many competitions that are not over (0: no cap).
+    max_open_competitions: int = Field(
+        20, ge=0, le=10_000, validation_alias="HC_MAX_OPEN_COMPETITIONS"
+    )
+    # How often one process sweeps for work a dead request left owed (recounts, syncs).
+    sweep_seconds: float = Field(30.0, ge=0.5, le=3600, validation_alias="HC_SWEEP_SECONDS")
+    # An edit waits this long for its recount before answering; the rest runs behind.
+    recount_inline_seconds: float = Field(
+        2.0, ge=0, le=60, validation_alias="HC_RECOUNT_INLINE_SECONDS"
+    )
 
     @field_validator("jwt_algorithms", mode="before")
     @classmethod

@@ -32,6 +32,8 @@ class Leaderboard(BaseModel):
     limit: int
     me: Entry | None = Field(None, description="The caller's own entry, wherever it is.")
     updated_at: str | None
+    event_id: int = Field(description="The board's version: the id of the last event it reflects")
+    recounting: bool = Field(description="A rule change is being recounted; exact once false")
 
 
 class ScoreUpdate(BaseModel):
@@ -45,11 +47,13 @@ class ScoreUpdate(BaseModel):
     distance: float | None = Field(None, ge=0, le=250_000 * 366)
     calories: float | None = Field(None, ge=0, le=15_000 * 366)
     active_minutes: int | None = Field(None, ge=0, le=1_440 * 366)
+    goal_days: int | None = Field(None, ge=0, le=366, description="Goal competitions only")
     reason: str = Field("trusted score write", max_length=500)
 
 
 class ScoreUpdateResult(BaseModel):
     entry: Entry
-    previous_rank: int
+    previous_rank: int | None
     before: dict[str, int]
     after: dict[str, int]
+    event_id: int

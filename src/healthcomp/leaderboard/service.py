@@ -1,19 +1,19 @@
-"""Leaderboard views and the trusted score write (SPEC §6.3)."""
+"""Leaderboard views, standings and the trusted score write (SPEC §6.3)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from healthcomp.competitions import repo as competitions_repo
-from healthcomp.competitions import service as competitions
+from healthcomp.competitions.access import not_found
+from healthcomp.competitions.model import Stored
 from healthcomp.core.auth import Principal
 from healthcomp.core.clock import from_ms, to_ms
 from healthcomp.core.context import AppContext
-from healthcomp.core.errors import Conflict, NotFound, ValidationFailed
-from healthcomp.leaderboard import repo
-from healthcomp.leaderboard.repo import METRIC_NAMES
+from healthcomp.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from healthcomp.engine import reads, writes
+from healthcomp.engine.codes import Reply
+from healthcomp.engine.model import METRIC_NAMES, Page, Row
 from healthcomp.leaderboard.schemas import ScoreUpdate
 
 
@@ -21,7 +21,7 @@ def _ms(value: Any) -> str | None:
     return from_ms(int(value)) if value else None
 
 
-def entry_view(cid: str, row: repo.Row) -> dict[str, Any]:
+def entry_view(cid: str, row: Row) -> dict[str, Any]:
     e = row.entry
     return {
         "user_id": row.user_id,
@@ -36,28 +36,7 @@ def entry_view(cid: str, row: repo.Row) -> dict[str, Any]:
     }
 
 
-async def leaderboard(
-    ctx: AppContext,
-    principal: Principal,
-    cid: str,
-    *,
-    limit: int,
-    offset: int,
-    around: str | None,
-) -> dict[str, Any]:
-    if around == "me":
-        if principal.user_id is None:
-            raise ValidationFailed("around=me needs a user token; name a user_id instead.")
-        around = principal.user_id
-    page = await repo.page(
-        ctx, cid, offset=offset, limit=limit, around=around, caller=principal.user_id
-    )
-    if page is None:
-        raise NotFound(f"'{around}' is not on this leaderboard.", error="participant_not_found")
-    return board_view(cid, page, limit)
-
-
-def board_view(cid: str, page: repo.Page, limit: int) -> dict[str, Any]:
+def board_view(cid: str, page: Page, limit: int) -> dict[str, Any]:
     return {
         "competition_id": cid,
         "entries": [entry_view(cid, row) for row in page.rows],
@@ -66,60 +45,139 @@ def board_view(cid: str, page: repo.Page, limit: int) -> dict[str, Any]:
         "limit": limit,
         "me": entry_view(cid, page.caller) if page.caller else None,
         "updated_at": _ms(page.updated_ms),
+        "event_id": page.event_id,
+        "recounting": page.recount is not None and page.recount.state == "running",
     }
 
 
-_CODES = {
-    -1: ("participant_not_found", "is not a participant of this competition"),
-    -2: ("competition_not_found", "no such competition"),
-    -3: ("competition_closed", "the competition is closed"),
+async def board(
+    ctx: AppContext,
+    principal: Principal,
+    cid: str,
+    *,
+    limit: int,
+    offset: int = 0,
+    around: str | None = None,
+    members_only: bool = False,
+) -> dict[str, Any]:
+    """A page of the board, checked and read in one round trip. A private board is for
+    its participants, organizer and the service role (others get the unknown-id 404);
+    `members_only` (the participants list) refuses outsiders of a public one too."""
+    if around == "me":
+        if principal.user_id is None:
+            raise ValidationFailed(
+                "around=me needs a user token; name a user_id instead.",
+                details=[{"field": "around", "message": "'me' has no user", "type": "value_error"}],
+            )
+        around = principal.user_id
+    page = await reads.page(
+        ctx,
+        cid,
+        caller=principal.user_id,
+        is_service=principal.is_service,
+        offset=offset,
+        limit=limit,
+        around=around,
+        members_only=members_only,
+    )
+    if page is Reply.NOT_PARTICIPANT:
+        raise Forbidden(
+            "Only participants and the organizer may see this.", error="not_participant"
+        )
+    if page in (Reply.NO_COMPETITION, Reply.NOT_VISIBLE):
+        raise not_found(cid)
+    if page is Reply.NOT_RANKED:
+        raise NotFound(f"'{around}' is not on this leaderboard.", error="participant_not_found")
+    assert isinstance(page, Page)
+    return board_view(cid, page, limit)
+
+
+_WRITE_ERRORS = {
+    Reply.NO_COMPETITION: (NotFound, "competition_not_found", "No such competition."),
+    Reply.CLOSED: (Conflict, "competition_closed", "The competition is closed."),
+    Reply.SERVICE_ONLY: (
+        Forbidden,
+        "service_only",
+        "This competition carries money: only the service role may set scores.",
+    ),
+    Reply.PAST_DEADLINE: (
+        Forbidden,
+        "service_only",
+        "The sync deadline has passed: only the service role may set scores now.",
+    ),
 }
 
 
-async def set_totals(ctx: AppContext, principal: Principal, body: ScoreUpdate) -> dict[str, Any]:
-    stored = await competitions.get(ctx, body.competition_id)
-    competitions.require_organizer(stored, principal)
+async def set_totals(
+    ctx: AppContext, principal: Principal, stored: Stored, body: ScoreUpdate
+) -> dict[str, Any]:
+    """Set a participant's totals (organizer or service). An organizer never sets their
+    own entry, nor any entry in a competition with money, nor after the deadline."""
+    if stored.organized_by(body.user_id) and not principal.is_service:
+        raise Forbidden("An organizer cannot set their own entry.", error="own_entry")
+    goal = stored.doc["format"] == "goal"
+    if goal and body.goal_days is None:
+        raise ValidationFailed(
+            "A goal competition's score is its goal days: give goal_days.",
+            details=[{"field": "goal_days", "message": "required here", "type": "missing"}],
+        )
+    if not goal and body.goal_days is not None:
+        raise ValidationFailed(
+            "goal_days is only for goal competitions.",
+            details=[
+                {"field": "goal_days", "message": "not a goal competition", "type": "value_error"}
+            ],
+        )
     values = [
         body.steps,
         None if body.distance is None else round(body.distance),
         None if body.calories is None else round(body.calories),
         body.active_minutes,
+        body.goal_days,
     ]
     if all(v is None for v in values):
         raise ValidationFailed("Give at least one of steps, distance, calories, active_minutes.")
-    now_ms = to_ms(ctx.clock.now())
-    actor = principal.user_id or "service"
-    res = await repo.set_totals(
-        ctx, body.competition_id, body.user_id, now_ms, actor, body.reason, values
+    written = await writes.set_totals(
+        ctx,
+        stored.id,
+        body.user_id,
+        now_ms=to_ms(ctx.clock.now()),
+        actor=principal.user_id or "service",
+        is_service=principal.is_service,
+        reason=body.reason,
+        values=values,
     )
-    if len(res) == 1:
-        code, message = _CODES[int(res[0])]
-        if code == "participant_not_found":
-            raise NotFound(f"'{body.user_id}' {message}.", error=code)
-        if code == "competition_not_found":
-            raise NotFound(message.capitalize() + ".", error=code)
-        raise Conflict(message.capitalize() + ".", error=code)
-    page = await repo.page(
-        ctx, body.competition_id, limit=1, around=body.user_id, caller=body.user_id
+    if written.code is Reply.NOT_PARTICIPANT:
+        raise NotFound(
+            f"'{body.user_id}' is not a participant of this competition.",
+            error="participant_not_found",
+        )
+    if written.code is not Reply.OK:
+        kind, error, message = _WRITE_ERRORS[written.code]
+        raise kind(message, error=error)
+    page = await reads.page(
+        ctx, stored.id, caller=body.user_id, is_service=True, limit=1, around=body.user_id
     )
-    assert page is not None and page.caller is not None
-    before, after = orjson.loads(res[3]), orjson.loads(res[4])
+    assert isinstance(page, Page) and page.caller is not None
+    assert written.before is not None and written.after is not None
+    names = (*METRIC_NAMES, "goal_days")
     return {
-        "entry": entry_view(body.competition_id, page.caller),
-        "previous_rank": int(res[2]),
-        "before": dict(zip(METRIC_NAMES, before, strict=True)),
-        "after": dict(zip(METRIC_NAMES, after, strict=True)),
+        "entry": entry_view(stored.id, page.caller),
+        "previous_rank": written.previous_rank,
+        "before": dict(zip(names, written.before, strict=True)),
+        "after": dict(zip(names, written.after, strict=True)),
+        "event_id": written.event_id,
     }
 
 
 async def standings_of(ctx: AppContext, user_id: str) -> list[dict[str, Any]]:
     now = ctx.clock.now()
-    ids = await competitions_repo.user_competition_ids(ctx, user_id)
+    ids = await reads.competitions_of(ctx, user_id)
     out: list[dict[str, Any]] = []
     for stored in await competitions_repo.load_many(ctx, ids):
         if stored is None:
             continue
-        standing = await repo.standing(ctx, stored.id, user_id)
+        standing = await reads.standing(ctx, stored.id, user_id)
         if standing is None:
             continue
         out.append(

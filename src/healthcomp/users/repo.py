@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from healthcomp.competitions import repo as competitions
 from healthcomp.core.auth import Principal
-from healthcomp.core.clock import rfc3339
+from healthcomp.core.clock import rfc3339, to_ms
 from healthcomp.core.context import AppContext
+from healthcomp.engine import writes
 from healthcomp.users.schemas import Profile
 
 # Creates the profile on first sight, atomically, and returns it.
@@ -50,7 +50,9 @@ async def ensure_profile(ctx: AppContext, principal: Principal) -> Profile:
     profile = _to_profile(principal.user_id, flat[1:])
     if flat[0] == 1:
         # Joined (by a service) before the first sign-in: boards showed the bare id.
-        await competitions.rename_everywhere(ctx, profile.user_id, profile.display_name)
+        await writes.rename_everywhere(
+            ctx, profile.user_id, profile.display_name, to_ms(ctx.clock.now())
+        )
     return profile
 
 

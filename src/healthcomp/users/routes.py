@@ -1,15 +1,11 @@
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Path
-
-from healthcomp.activity.schemas import UserCompetitions
-from healthcomp.competitions import repo as competitions
-from healthcomp.core.deps import Ctx, CurrentPrincipal, CurrentUser
-from healthcomp.core.keys import ID_PATTERN
+from healthcomp.core.clock import to_ms
+from healthcomp.core.deps import Ctx, CurrentUser
 from healthcomp.core.responses import Envelope, JSONBytes, ok
-from healthcomp.leaderboard import service as leaderboard
+from healthcomp.engine import writes
 from healthcomp.users import repo
 from healthcomp.users.schemas import Profile, ProfileUpdate
 
@@ -36,17 +32,7 @@ async def put_profile(ctx: Ctx, user: CurrentUser, body: ProfileUpdate) -> JSONB
         set_avatar="avatar_url" in body.model_fields_set,
     )
     if body.display_name is not None:
-        await competitions.rename_everywhere(ctx, profile.user_id, profile.display_name)
+        await writes.rename_everywhere(
+            ctx, profile.user_id, profile.display_name, to_ms(ctx.clock.now())
+        )
     return ok(profile, "Profile updated.")
-
-
-@router.get(
-    "/{user_id}/competitions",
-    response_model=Envelope[UserCompetitions],
-    summary="The user's competitions with score and rank (self or service)",
-)
-async def user_competitions(
-    ctx: Ctx, principal: CurrentPrincipal, user_id: Annotated[str, Path(pattern=ID_PATTERN)]
-) -> JSONBytes:
-    principal.require_self_or_service(user_id)
-    return ok({"user_id": user_id, "competitions": await leaderboard.standings_of(ctx, user_id)})

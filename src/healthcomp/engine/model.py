@@ -1,0 +1,136 @@
+"""What the engine's scripts answer, as typed values."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from healthcomp.engine.codes import Reply
+
+METRIC_NAMES = ("steps", "distance", "calories", "active_minutes")
+
+
+@dataclass(frozen=True)
+class Push:
+    """One effective day owed to one competition (a mark in the user's `owed` hash)."""
+
+    competition_id: str
+    day: str
+    seq: int
+    ver: int
+    values: tuple[int, int, int, int]
+    synced_ms: int
+
+    @property
+    def field(self) -> str:
+        return f"{self.competition_id}|{self.day}"
+
+
+def parse_pushes(flat: Sequence[Any]) -> list[Push]:
+    """`field, value` pairs (after the reply code) into pushes."""
+    out: list[Push] = []
+    for i in range(1, len(flat) - 1, 2):
+        cid, day = str(flat[i]).split("|", 1)
+        seq, ver, s, d, c, a, t = (int(x) for x in str(flat[i + 1]).split(","))
+        out.append(Push(cid, day, seq, ver, (s, d, c, a), t))
+    return out
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A competition's answer to a push or a write."""
+
+    code: Reply
+    score: int = 0
+    rank: int = 0
+    previous_rank: int | None = None
+    event_id: int = 0
+    changed: bool = False
+
+
+@dataclass(frozen=True)
+class Recount:
+    state: str  # running | done
+    done: int
+    total: int
+
+    def view(self) -> dict[str, Any]:
+        return {"state": self.state, "done": self.done, "total": self.total}
+
+
+@dataclass(frozen=True)
+class CompetitionRecord:
+    """A competition as stored: its document, state and what the engine keeps beside."""
+
+    doc: dict[str, Any]
+    state: str  # open | cancelled | finalized
+    participant_count: int
+    version: int
+    recount: Recount | None
+
+
+@dataclass(frozen=True)
+class Row:
+    user_id: str
+    score: int
+    rank: int
+    entry: dict[str, Any]
+    name: str
+    offsets: list[int]
+
+    def totals(self) -> dict[str, int]:
+        raw = self.entry.get("t", [0, 0, 0, 0])
+        return {
+            name: max(0, int(raw[i]) + int(self.offsets[i])) for i, name in enumerate(METRIC_NAMES)
+        }
+
+
+def parse_row(values: Sequence[Any]) -> Row:
+    user, score, rank, entry, name, adj = values
+    return Row(
+        user_id=str(user),
+        score=int(score),
+        rank=int(rank),
+        entry=orjson.loads(entry) if entry else {},
+        name=str(name) if name else str(user),
+        offsets=orjson.loads(adj) if adj else [0, 0, 0, 0, 0],
+    )
+
+
+@dataclass(frozen=True)
+class Page:
+    total: int
+    start: int
+    event_id: int
+    updated_ms: int | None
+    recount: Recount | None
+    rows: list[Row]
+    caller: Row | None
+
+
+@dataclass(frozen=True)
+class Standing:
+    score: int
+    rank: int
+    entry: dict[str, Any]
+    gap_to_next: int | None
+
+
+@dataclass(frozen=True)
+class Event:
+    """A board event as stored in the competition's stream (`event_id` = version)."""
+
+    event_id: int
+    data: dict[str, Any]
+
+
+def parse_event(raw: bytes | str) -> dict[str, Any]:
+    data: dict[str, Any] = orjson.loads(raw)
+    # Lua's JSON encoder writes an empty list as `{}`.
+    for name in ("passed", "passed_by"):
+        if name in data and not data[name]:
+            data[name] = []
+    return data

@@ -1,0 +1,162 @@
+"""Reads of the engine's keys: competitions, pages, standings, events, audit."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import orjson
+
+from healthcomp.core.context import AppContext
+from healthcomp.engine import scripts
+from healthcomp.engine.codes import Reply
+from healthcomp.engine.model import (
+    CompetitionRecord,
+    Event,
+    Page,
+    Recount,
+    Standing,
+    parse_event,
+    parse_row,
+)
+
+
+def _recount(state: Any, done: Any, total: Any) -> Recount | None:
+    return Recount(str(state), int(done or 0), int(total or 0)) if state else None
+
+
+async def load_many(ctx: AppContext, ids: list[str]) -> list[CompetitionRecord | None]:
+    """One pipelined round trip for any number of competitions."""
+    if not ids:
+        return []
+    k = ctx.keys
+    pipe = ctx.r.pipeline(transaction=False)
+    for cid in ids:
+        pipe.hmget(k.meta(cid), ["doc", "state", "ver"])
+        pipe.hlen(k.entries(cid))
+        pipe.hmget(k.recount(cid), ["state", "done", "total"])
+    raw = await pipe.execute()
+    out: list[CompetitionRecord | None] = []
+    for i in range(0, len(raw), 3):
+        doc, state, ver = raw[i]
+        if doc is None:
+            out.append(None)
+            continue
+        out.append(
+            CompetitionRecord(
+                doc=orjson.loads(doc),
+                state=str(state),
+                participant_count=int(raw[i + 1]),
+                version=int(ver or 0),
+                recount=_recount(*raw[i + 2]),
+            )
+        )
+    return out
+
+
+async def load(ctx: AppContext, competition_id: str) -> CompetitionRecord | None:
+    return (await load_many(ctx, [competition_id]))[0]
+
+
+async def page(
+    ctx: AppContext,
+    cid: str,
+    *,
+    caller: str | None,
+    is_service: bool,
+    offset: int = 0,
+    limit: int = 100,
+    around: str | None = None,
+    members_only: bool = False,
+) -> Page | Reply:
+    """One round trip: access check, the ranked rows, their totals and names, the
+    caller's own row. A reply code instead when the caller may not see the board
+    (`NOT_VISIBLE`, `NOT_PARTICIPANT`), it does not exist, or `around` is not on it."""
+    k = ctx.keys
+    keys = [k.meta(cid), k.board(cid), k.entries(cid), k.names(cid), k.adjustments(cid)]
+    keys.append(k.recount(cid))
+    args = [
+        "around" if around else "offset",
+        offset,
+        limit,
+        around or "",
+        caller or "",
+        "1" if is_service else "0",
+        "1" if members_only else "0",
+    ]
+    res = await scripts.PAGE(ctx, keys, args)
+    code = Reply(int(res[0]))
+    if code is not Reply.OK:
+        return code
+    total, start, event_id, updated = int(res[1]), int(res[2]), int(res[3]), res[4]
+    recount = _recount(res[5], res[6], res[7])
+    n = int(res[8])
+    rows = [parse_row(res[9 + i * 6 : 15 + i * 6]) for i in range(n)]
+    tail = res[9 + n * 6 :]
+    me = parse_row(tail[1:7]) if int(tail[0]) == 1 else None
+    updated_ms = int(updated) if updated else None
+    return Page(total, start, event_id, updated_ms, recount, rows, me)
+
+
+async def standing(ctx: AppContext, cid: str, user_id: str) -> Standing | None:
+    k = ctx.keys
+    res = await scripts.STANDING(ctx, [k.board(cid), k.entries(cid)], [user_id])
+    if Reply(int(res[0])) is not Reply.OK:
+        return None
+    _, score, rank, entry, gap = res
+    return Standing(int(score), int(rank), orjson.loads(entry), int(gap) if gap else None)
+
+
+async def standings(ctx: AppContext, user_id: str, ids: list[str]) -> list[Standing | None]:
+    out: list[Standing | None] = []
+    for cid in ids:
+        out.append(await standing(ctx, cid, user_id))
+    return out
+
+
+async def is_participant(ctx: AppContext, cid: str, user_id: str) -> bool:
+    return bool(await ctx.r.hexists(ctx.keys.entries(cid), user_id))
+
+
+async def competitions_of(ctx: AppContext, user_id: str) -> list[str]:
+    """The competitions the user takes part in (their record of windows; a superset
+    while a leave is half done: the competition is the truth)."""
+    ids = await ctx.r.hkeys(ctx.keys.windows(user_id))
+    return sorted(str(i) for i in ids)
+
+
+async def participation(ctx: AppContext, cid: str, user_id: str) -> dict[str, Any] | None:
+    raw = await ctx.r.hget(ctx.keys.participations(cid), user_id)
+    return cast(dict[str, Any], orjson.loads(raw)) if raw else None
+
+
+async def audit_log(ctx: AppContext, cid: str, *, user_id: str | None = None) -> list[Any]:
+    """The audit trail, oldest first; only the records about `user_id` when given."""
+    raw = await ctx.r.lrange(ctx.keys.audit(cid), 0, -1)
+    records = [orjson.loads(item) for item in raw]
+    if user_id is not None:
+        records = [r for r in records if r.get("user_id") == user_id]
+    return records
+
+
+async def events_since(ctx: AppContext, cid: str, since: int, count: int = 1000) -> list[Event]:
+    """Events after `since`, oldest first (at most `count`)."""
+    raw: Any = await ctx.r.xrange(ctx.keys.events(cid), min=f"({since}-0", count=count)
+    return [Event(int(str(eid).split("-", 1)[0]), parse_event(fields["e"])) for eid, fields in raw]
+
+
+async def effective_days(ctx: AppContext, user_id: str) -> dict[str, dict[str, Any]]:
+    raw = cast(dict[str, str], await ctx.r.hgetall(ctx.keys.effective(user_id)))
+    return {day: orjson.loads(value) for day, value in raw.items()}
+
+
+async def source_records(ctx: AppContext, user_id: str) -> dict[str, str]:
+    return cast(dict[str, str], await ctx.r.hgetall(ctx.keys.records(user_id)))
+
+
+async def user_exists(ctx: AppContext, user_id: str) -> bool:
+    k = ctx.keys
+    pipe = ctx.r.pipeline(transaction=False)
+    pipe.exists(k.profile(user_id))
+    pipe.exists(k.effective(user_id))
+    pipe.exists(k.windows(user_id))
+    return any(await pipe.execute())

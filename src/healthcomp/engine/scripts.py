@@ -1,0 +1,765 @@
+"""Every Lua script that writes a board, a participation or the days that feed them.
+
+Each script takes only keys of one hash tag: the competition's `{c:C}` or the user's
+`{u:U}`, so it runs atomically in a cluster. The competition scripts share `PRELUDE`:
+
+* **Board order.** `lb` holds one member per participant, `<reached ms>:<user>`, scored
+  `-score`. Ascending order is rank order: higher score first; within a score the
+  earlier tie time (the member's 15-digit prefix) first; then the user id. The tie time
+  is the Redis server's clock (`TIME`), made strictly increasing per competition
+  (`clock` in `meta`), so "who reached it first" is the order of the writes whichever
+  process made them, to the millisecond. It moves only when the score does.
+* **Standard competition rank** of a score `s`: `1 + ZCOUNT lb -inf (-s`, one O(log n)
+  call: equal scores share a rank, the next rank skips.
+* **Versions and events.** Every change to a board increments `meta.ver` and appends
+  one event to the `ev` stream with id `<ver>-0`, in the same script: the event id is
+  the board version, so a page that says `event_id: 41` reflects exactly events 1..41.
+* Times written into entries and events (`at`, `u`, `ls`, `j`) are the service's clock
+  (`now` from the caller), like every other time the API shows; only the tie order
+  uses the server's clock.
+"""
+
+from __future__ import annotations
+
+from healthcomp.core.lua import Lua
+from healthcomp.engine.codes import lua_constants
+
+EVENT_BACKLOG = 1000  # events kept per competition (approximate trim, at least this)
+PASSED_MAX = 50  # users named in one event's passed / passed_by
+MAX_SCORE = 10**12
+
+PRELUDE = (
+    lua_constants()
+    + f"""
+local BACKLOG, PASSED_MAX, MAXS = {EVENT_BACKLOG}, {PASSED_MAX}, {MAX_SCORE}
+local function fmt(x) return string.format('%d', x) end
+local function tick(meta)
+  local t = redis.call('TIME')
+  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local last = tonumber(redis.call('HGET', meta, 'clock') or '0')
+  if ms <= last then ms = last + 1 end
+  redis.call('HSET', meta, 'clock', fmt(ms))
+  return ms
+end
+local function member(r, user) return string.format('%015d', r) .. ':' .. user end
+local function user_of(m) return string.sub(m, 17) end
+local function rank_of(lb, score)
+  return redis.call('ZCOUNT', lb, '-inf', '(' .. fmt(-score)) + 1
+end
+local function parse_day(raw)
+  local p = {{}}
+  for x in string.gmatch(raw, '[^,]+') do p[#p + 1] = tonumber(x) end
+  return p[1], {{p[2], p[3], p[4], p[5]}}
+end
+local function day_value(ver, v)
+  return ver .. ',' .. v[1] .. ',' .. v[2] .. ',' .. v[3] .. ',' .. v[4]
+end
+local function offsets(adj, user)
+  local off = {{0, 0, 0, 0, 0}}
+  local raw = redis.call('HGET', adj, user)
+  if raw then
+    local o = cjson.decode(raw)
+    for k = 1, 5 do off[k] = o[k] or 0 end
+  end
+  return off
+end
+local function score_of(e, off, mi, goal)
+  local s
+  if goal then s = e.g + off[5] else s = e.t[mi] + off[mi] end
+  if s < 0 then s = 0 elseif s > MAXS then s = MAXS end
+  return s
+end
+local function users_between(lb, a, b)
+  local out = {{}}
+  if b < a then return out end
+  if b - a >= PASSED_MAX then b = a + PASSED_MAX - 1 end
+  for _, m in ipairs(redis.call('ZRANGE', lb, a, b)) do out[#out + 1] = user_of(m) end
+  return out
+end
+-- Puts the entry on the board at its score. The tie time moves only with the score.
+-- Returns whom the participant passed and who passed them (bounded), for the event.
+local function place(meta, lb, user, e, prev_sc)
+  local old_idx = false
+  if e.m then
+    if e.sc == prev_sc then return {{}}, {{}} end
+    old_idx = redis.call('ZRANK', lb, e.m)
+    redis.call('ZREM', lb, e.m)
+  end
+  e.r = tick(meta)
+  e.m = member(e.r, user)
+  redis.call('ZADD', lb, fmt(-e.sc), e.m)
+  if not old_idx then return {{}}, {{}} end
+  local new_idx = redis.call('ZRANK', lb, e.m)
+  if new_idx < old_idx then return users_between(lb, new_idx + 1, old_idx), {{}} end
+  return {{}}, users_between(lb, old_idx, new_idx - 1)
+end
+local function emit(meta, ev, event)
+  local ver = redis.call('HINCRBY', meta, 'ver', 1)
+  event.event_id = ver
+  redis.call('HSET', meta, 'updated_ms', fmt(event.at))
+  redis.call('XADD', ev, 'MAXLEN', '~', BACKLOG, ver .. '-0', 'e', cjson.encode(event))
+  return ver
+end
+-- Stores a participant's changed entry, re-ranks it and emits the event.
+-- K: meta, lb, entry, names, ev. prev_sc is nil for a new entry.
+local function commit(K, cid, user, e, prev_sc, kind, now)
+  local prev_rank = cjson.null
+  if prev_sc ~= nil and e.m and redis.call('ZSCORE', K[2], e.m) then
+    prev_rank = rank_of(K[2], prev_sc)
+  end
+  local passed, passed_by = place(K[1], K[2], user, e, prev_sc)
+  redis.call('HSET', K[3], user, cjson.encode(e))
+  local rank = rank_of(K[2], e.sc)
+  local ver = emit(K[1], K[5], {{type = kind, competition_id = cid, user_id = user,
+    user_name = redis.call('HGET', K[4], user) or user, score = e.sc,
+    previous_score = prev_sc or cjson.null, rank = rank, previous_rank = prev_rank,
+    passed = passed, passed_by = passed_by, at = now}})
+  return rank, prev_rank, ver
+end
+"""
+)
+
+# --- competition slot ----------------------------------------------------------------
+
+# KEYS: meta; ARGV: field/value pairs -> {OK} or {EXISTS}
+CREATE = Lua(
+    "engine.create",
+    PRELUDE
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {EXISTS} end
+redis.call('HSET', KEYS[1], 'state', 'open', 'ver', '0', 'rules', '1', unpack(ARGV))
+return {OK}
+""",
+)
+
+# KEYS: meta, entry, rc, rcl, rcd, ev
+# ARGV: cid, expected doc, recount ('1'|'0'), max_participants (0 = none), now, pairs...
+# -> {OK, rules, participants to recount} | {NO_COMPETITION} | {CLOSED} | {STALE}
+#    | {TOO_MANY, participants}
+# The participant count and the new maximum are compared here, atomically with the
+# write, so a maximum holds under concurrent joins. A rule change snapshots the
+# participants into `rcl` and (re)starts the recount job from zero.
+UPDATE = Lua(
+    "engine.update",
+    PRELUDE
+    + """
+local m = redis.call('HMGET', KEYS[1], 'state', 'doc')
+if not m[1] then return {NO_COMPETITION} end
+if m[1] ~= 'open' then return {CLOSED} end
+if m[2] ~= ARGV[2] then return {STALE} end
+local count = redis.call('HLEN', KEYS[2])
+local maxp = tonumber(ARGV[4])
+if maxp > 0 and count > maxp then return {TOO_MANY, count} end
+local now = tonumber(ARGV[5])
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+if ARGV[3] ~= '1' then return {OK, 0, 0} end
+local rules = redis.call('HINCRBY', KEYS[1], 'rules', 1)
+redis.call('DEL', KEYS[4], KEYS[5])
+local users = redis.call('HKEYS', KEYS[2])
+for i = 1, #users, 1000 do
+  redis.call('RPUSH', KEYS[4], unpack(users, i, math.min(i + 999, #users)))
+end
+redis.call('HSET', KEYS[3], 'state', 'running', 'rules', rules, 'done', 0, 'total', #users,
+           'cursor', 0, 'started_ms', fmt(now), 'lease', '')
+if #users == 0 then redis.call('HSET', KEYS[3], 'state', 'done', 'finished_ms', fmt(now)) end
+emit(KEYS[1], KEYS[6], {type = 'rules', competition_id = ARGV[1], at = now, recount = #users})
+return {OK, rules, #users}
+""",
+)
+
+# KEYS: meta, lb, entry, names, parts, adj, ev
+# ARGV: cid, user, now, display name
+# -> {OK, count, start, end, deadline, event_id} | {ALREADY_JOINED, count, start, end,
+#    deadline} | {NO_COMPETITION} | {CLOSED} | {ENDED} | {FULL}
+# The window comes back with the answer so the back-fill uses the rules in force at
+# the join, whatever edit raced it.
+JOIN = Lua(
+    "engine.join",
+    PRELUDE
+    + """
+local m = redis.call('HMGET', KEYS[1], 'state', 'ends_ms', 'max_participants', 'metric_idx',
+                     'format', 'start_date', 'end_date', 'deadline_ms', 'fee')
+if not m[1] then return {NO_COMPETITION} end
+if m[1] ~= 'open' then return {CLOSED} end
+local cid, user, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if redis.call('HEXISTS', KEYS[3], user) == 1 then
+  return {ALREADY_JOINED, redis.call('HLEN', KEYS[3]), m[6], m[7], m[8]}
+end
+if now >= tonumber(m[2]) then return {ENDED} end
+local maxp = tonumber(m[3])
+if maxp > 0 and redis.call('HLEN', KEYS[3]) >= maxp then return {FULL} end
+local e = {t = {0, 0, 0, 0}, g = 0, sc = 0, ls = 0, u = now, j = now}
+e.sc = score_of(e, offsets(KEYS[6], user), tonumber(m[4]) + 1, m[5] == 'goal')
+redis.call('HSET', KEYS[4], user, ARGV[4])
+local p = {}
+local praw = redis.call('HGET', KEYS[5], user)
+if praw then p = cjson.decode(praw) end
+p.state, p.joined_at, p.left_at = 'active', now, cjson.null
+p.joins = (p.joins or 0) + 1
+p.fee_cents = tonumber(m[9] or '0')
+redis.call('HSET', KEYS[5], user, cjson.encode(p))
+local _, _, ver = commit({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[7]}, cid, user, e, nil,
+                         'join', now)
+return {OK, redis.call('HLEN', KEYS[3]), m[6], m[7], m[8], ver}
+""",
+)
+
+# KEYS: meta, lb, entry, names, pdays, parts, ev
+# ARGV: cid, user, now -> {OK, count, event_id} | {NO_COMPETITION} | {CLOSED} | {ENDED}
+#    | {NOT_PARTICIPANT}
+# The board entry and the counted days go; the participation record (with its fee) and
+# the adjustments of trusted writes stay.
+LEAVE = Lua(
+    "engine.leave",
+    PRELUDE
+    + """
+local m = redis.call('HMGET', KEYS[1], 'state', 'ends_ms')
+if not m[1] then return {NO_COMPETITION} end
+if m[1] ~= 'open' then return {CLOSED} end
+local cid, user, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if now >= tonumber(m[2]) then return {ENDED} end
+local raw = redis.call('HGET', KEYS[3], user)
+if not raw then return {NOT_PARTICIPANT} end
+local e = cjson.decode(raw)
+local prev_rank = cjson.null
+if e.m and redis.call('ZSCORE', KEYS[2], e.m) then
+  prev_rank = rank_of(KEYS[2], e.sc)
+  redis.call('ZREM', KEYS[2], e.m)
+end
+local name = redis.call('HGET', KEYS[4], user) or user
+redis.call('HDEL', KEYS[3], user)
+redis.call('HDEL', KEYS[4], user)
+redis.call('DEL', KEYS[5])
+local p = {}
+local praw = redis.call('HGET', KEYS[6], user)
+if praw then p = cjson.decode(praw) end
+p.state, p.left_at = 'left', now
+redis.call('HSET', KEYS[6], user, cjson.encode(p))
+local ver = emit(KEYS[1], KEYS[7], {type = 'leave', competition_id = cid, user_id = user,
+  user_name = name, score = cjson.null, previous_score = e.sc, rank = cjson.null,
+  previous_rank = prev_rank, passed = {}, passed_by = {}, at = now})
+return {OK, redis.call('HLEN', KEYS[3]), ver}
+""",
+)
+
+# KEYS: meta, lb, entry, pdays, adj, names, ev
+# ARGV: cid, user, now, n, then n x (day, ver, steps, distance, calories, active_minutes,
+#       synced_ms)
+# -> {OK, score, rank, previous_rank, event_id, changed} | {NO_COMPETITION} | {CLOSED}
+#    | {NOT_PARTICIPANT}
+# Re-checks everything the user's side chose from a possibly stale record: open state,
+# membership, window, and that the day was stored (synced_ms) before the deadline. A
+# day applies only when its version is newer than the one counted, so replays and late
+# arrivals of older versions change nothing.
+APPLY = Lua(
+    "engine.apply",
+    PRELUDE
+    + """
+local m = redis.call('HMGET', KEYS[1], 'state', 'start_date', 'end_date', 'deadline_ms',
+                     'metric_idx', 'format', 'daily_target')
+if not m[1] then return {NO_COMPETITION} end
+if m[1] ~= 'open' then return {CLOSED} end
+local cid, user, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local raw = redis.call('HGET', KEYS[3], user)
+if not raw then return {NOT_PARTICIPANT} end
+local e = cjson.decode(raw)
+local deadline, mi = tonumber(m[4]), tonumber(m[5]) + 1
+local goal, target = m[6] == 'goal', tonumber(m[7])
+local changed = false
+for i = 0, tonumber(ARGV[4]) - 1 do
+  local b = 5 + i * 7
+  local day, ver = ARGV[b], tonumber(ARGV[b + 1])
+  if day >= m[2] and day <= m[3] and tonumber(ARGV[b + 6]) <= deadline then
+    local old = redis.call('HGET', KEYS[4], day)
+    local ov, o = 0, {0, 0, 0, 0}
+    if old then ov, o = parse_day(old) end
+    if ver > ov then
+      local v = {tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]),
+                 tonumber(ARGV[b + 5])}
+      redis.call('HSET', KEYS[4], day, day_value(ver, v))
+      for k = 1, 4 do e.t[k] = e.t[k] + v[k] - o[k] end
+      if goal then
+        local met_new = (v[mi] >= target) and 1 or 0
+        local met_old = (old and o[mi] >= target) and 1 or 0
+        e.g = e.g + met_new - met_old
+      end
+      changed = true
+    end
+  end
+end
+if not changed then
+  local rank = rank_of(KEYS[2], e.sc)
+  return {OK, e.sc, rank, rank, tonumber(redis.call('HGET', KEYS[1], 'ver') or '0'), 0}
+end
+local prev_sc = e.sc
+e.sc = score_of(e, offsets(KEYS[5], user), mi, goal)
+e.ls, e.u = now, now
+local rank, prev_rank, ver = commit({KEYS[1], KEYS[2], KEYS[3], KEYS[6], KEYS[7]}, cid, user,
+                                    e, prev_sc, 'sync', now)
+return {OK, e.sc, rank, prev_rank, ver, 1}
+""",
+)
+
+# KEYS: meta, lb, entry, adj, audit, names, ev
+# ARGV: cid, user, now, actor, is_service ('1'|'0'), reason,
+#       then 5 x (given '1'|'0', value) for steps, distance, calories, active_minutes,
+#       goal_days
+# -> {OK, score, rank, previous_rank, before_json, after_json, event_id}
+#    | {NO_COMPETITION} | {CLOSED} | {NOT_PARTICIPANT} | {SERVICE_ONLY} | {PAST_DEADLINE}
+# An adjustment is an offset over the activity totals (and goal days), so later syncs
+# count on top of it; it belongs to the participation and survives leave and rejoin.
+SET_TOTALS = Lua(
+    "engine.set_totals",
+    PRELUDE
+    + """
+local m = redis.call('HMGET', KEYS[1], 'state', 'metric_idx', 'format', 'deadline_ms', 'money')
+if not m[1] then return {NO_COMPETITION} end
+if m[1] ~= 'open' then return {CLOSED} end
+local cid, user, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local raw = redis.call('HGET', KEYS[3], user)
+if not raw then return {NOT_PARTICIPANT} end
+if ARGV[5] ~= '1' then
+  if m[5] == '1' then return {SERVICE_ONLY} end
+  if now > tonumber(m[4]) then return {PAST_DEADLINE} end
+end
+local e = cjson.decode(raw)
+local mi, goal = tonumber(m[2]) + 1, m[3] == 'goal'
+local off = offsets(KEYS[4], user)
+local base = {e.t[1], e.t[2], e.t[3], e.t[4], e.g}
+local before, after = {}, {}
+for k = 1, 5 do
+  before[k] = math.max(0, base[k] + off[k])
+  if ARGV[5 + 2 * k] == '1' then off[k] = tonumber(ARGV[6 + 2 * k]) - base[k] end
+  after[k] = math.max(0, base[k] + off[k])
+end
+redis.call('HSET', KEYS[4], user, cjson.encode(off))
+local prev_sc = e.sc
+e.sc = score_of(e, off, mi, goal)
+e.u = now
+local rank, prev_rank, ver = commit({KEYS[1], KEYS[2], KEYS[3], KEYS[6], KEYS[7]}, cid, user,
+                                    e, prev_sc, 'write', now)
+redis.call('RPUSH', KEYS[5], cjson.encode({at = now, by = ARGV[4], action = 'set_totals',
+  user_id = user, reason = ARGV[6], before = before, after = after, score_before = prev_sc,
+  score_after = e.sc, event_id = ver}))
+return {OK, e.sc, rank, prev_rank, cjson.encode(before), cjson.encode(after), ver}
+""",
+)
+
+# KEYS: meta, audit, ev; ARGV: cid, actor, is_service, now, reason
+# -> {OK, event_id} | {NO_COMPETITION} | {CLOSED} | {ENDED}
+# An organizer cancels before the end; the service role until finalization.
+CANCEL = Lua(
+    "engine.cancel",
+    PRELUDE
+    + """
+local m = redis.call('HMGET', KEYS[1], 'state', 'ends_ms')
+if not m[1] then return {NO_COMPETITION} end
+if m[1] ~= 'open' then return {CLOSED} end
+local now = tonumber(ARGV[4])
+if ARGV[3] ~= '1' and now >= tonumber(m[2]) then return {ENDED} end
+redis.call('HSET', KEYS[1], 'state', 'cancelled', 'cancelled_ms', fmt(now))
+local ver = emit(KEYS[1], KEYS[3], {type = 'cancelled', competition_id = ARGV[1], at = now})
+redis.call('RPUSH', KEYS[2], cjson.encode({at = now, by = ARGV[2], action = 'cancel',
+  reason = ARGV[5], event_id = ver}))
+return {OK, ver}
+""",
+)
+
+# KEYS: meta, entry, names, ev; ARGV: cid, user, name, now
+# -> {OK, changed} | {NOT_PARTICIPANT}
+RENAME = Lua(
+    "engine.rename",
+    PRELUDE
+    + """
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then return {NOT_PARTICIPANT} end
+if redis.call('HGET', KEYS[3], ARGV[2]) == ARGV[3] then return {OK, 0} end
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+emit(KEYS[1], KEYS[4], {type = 'rename', competition_id = ARGV[1], user_id = ARGV[2],
+  user_name = ARGV[3], at = tonumber(ARGV[4])})
+return {OK, 1}
+""",
+)
+
+# KEYS: meta, lb, entry, pdays, adj, names, ev, rc, rcd
+# ARGV: cid, user, now, rules, n, then n x (day, ver, steps, distance, calories, minutes)
+# -> {OK, changed} | {STALE} (the job was superseded by a newer rule change)
+# One participant of a recount, atomically: the counted days are those of the new
+# window, each at the newest version known (a sync that landed meanwhile is kept), and
+# every total is summed again from them. Counting the same participant twice (a resumed
+# job) changes nothing.
+RECOUNT_STEP = Lua(
+    "engine.recount_step",
+    PRELUDE
+    + """
+local job = redis.call('HMGET', KEYS[8], 'state', 'rules')
+if job[1] ~= 'running' or job[2] ~= ARGV[4] then return {STALE} end
+local cid, user, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local function done_one()
+  if redis.call('SADD', KEYS[9], user) == 1 then
+    local done = redis.call('HINCRBY', KEYS[8], 'done', 1)
+    if done >= tonumber(redis.call('HGET', KEYS[8], 'total')) then
+      redis.call('HSET', KEYS[8], 'state', 'done', 'finished_ms', fmt(now))
+      redis.call('DEL', KEYS[9])
+      emit(KEYS[1], KEYS[7], {type = 'recounted', competition_id = cid, at = now})
+    end
+  end
+end
+local m = redis.call('HMGET', KEYS[1], 'state', 'start_date', 'end_date', 'metric_idx',
+                     'format', 'daily_target')
+local raw = redis.call('HGET', KEYS[3], user)
+if not raw or m[1] ~= 'open' then
+  done_one()
+  return {OK, 0}
+end
+local days = {}
+local flat = redis.call('HGETALL', KEYS[4])
+for i = 1, #flat, 2 do
+  if flat[i] >= m[2] and flat[i] <= m[3] then
+    local ov, o = parse_day(flat[i + 1])
+    days[flat[i]] = {ov, o}
+  end
+end
+for i = 0, tonumber(ARGV[5]) - 1 do
+  local b = 6 + i * 6
+  local day, ver = ARGV[b], tonumber(ARGV[b + 1])
+  if day >= m[2] and day <= m[3] and (not days[day] or ver > days[day][1]) then
+    days[day] = {ver, {tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]),
+                       tonumber(ARGV[b + 5])}}
+  end
+end
+redis.call('DEL', KEYS[4])
+local mi, goal, target = tonumber(m[4]) + 1, m[5] == 'goal', tonumber(m[6])
+local t, g = {0, 0, 0, 0}, 0
+for day, d in pairs(days) do
+  redis.call('HSET', KEYS[4], day, day_value(d[1], d[2]))
+  for k = 1, 4 do t[k] = t[k] + d[2][k] end
+  if goal and d[2][mi] >= target then g = g + 1 end
+end
+local e = cjson.decode(raw)
+local prev_sc = e.sc
+local same = g == e.g
+for k = 1, 4 do same = same and t[k] == e.t[k] end
+e.t, e.g = t, g
+e.sc = score_of(e, offsets(KEYS[5], user), mi, goal)
+local changed = 0
+if not same or e.sc ~= prev_sc then
+  e.u = now
+  commit({KEYS[1], KEYS[2], KEYS[3], KEYS[6], KEYS[7]}, cid, user, e, prev_sc, 'recount', now)
+  changed = 1
+end
+done_one()
+return {OK, changed}
+""",
+)
+
+# KEYS: rc, meta; ARGV: owner, lease_ms
+# -> {OK, rules, cursor, total, start, end, deadline_ms} | {STALE} (no running job, or
+#    another process holds its lease)
+# Takes (or renews) the lease of a running recount job, so one process runs it, and
+# answers the window of the rules it recounts to.
+RECOUNT_LEASE = Lua(
+    "engine.recount_lease",
+    PRELUDE
+    + """
+local job = redis.call('HMGET', KEYS[1], 'state', 'rules', 'cursor', 'total', 'lease')
+if job[1] ~= 'running' then return {STALE} end
+local m = redis.call('HMGET', KEYS[2], 'rules', 'start_date', 'end_date', 'deadline_ms')
+if m[1] ~= job[2] then return {STALE} end
+-- the server's clock: leases must expire even where the service's clock stands still
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local owner, until_ms = string.match(job[5] or '', '^(.*)@(%d+)$')
+if owner and owner ~= ARGV[1] and tonumber(until_ms) > now then return {STALE} end
+redis.call('HSET', KEYS[1], 'lease', ARGV[1] .. '@' .. fmt(now + tonumber(ARGV[2])))
+return {OK, tonumber(job[2]), tonumber(job[3]), tonumber(job[4]), m[2], m[3], m[4]}
+""",
+)
+
+# KEYS: rc; ARGV: rules, cursor -> {OK} when the job is still that one
+RECOUNT_CURSOR = Lua(
+    "engine.recount_cursor",
+    PRELUDE
+    + """
+if redis.call('HGET', KEYS[1], 'rules') ~= ARGV[1] then return {STALE} end
+redis.call('HSET', KEYS[1], 'cursor', ARGV[2])
+return {OK}
+""",
+)
+
+# KEYS: meta, lb, entry, names, adj, rc
+# ARGV: mode ('offset' | 'around'), offset, limit, around user, caller ('' for the
+#       service role), is_service, members_only
+# -> {OK, total, start, event_id, updated_ms, recount_state, recount_done, recount_total,
+#     n, n x (user, score, rank, entry, name, adj), caller_found, [the caller's row]}
+#    | {NO_COMPETITION} | {NOT_VISIBLE} (private, caller not in it) | {NOT_PARTICIPANT}
+#    (public, but this view is for participants) | {NOT_RANKED} (around: not on board)
+PAGE = Lua(
+    "engine.page",
+    PRELUDE
+    + """
+local m = redis.call('HMGET', KEYS[1], 'state', 'visibility', 'organizer', 'ver', 'updated_ms')
+if not m[1] then return {NO_COMPETITION} end
+local caller, service, members_only = ARGV[5], ARGV[6] == '1', ARGV[7] == '1'
+local caller_entry = false
+if caller ~= '' then caller_entry = redis.call('HGET', KEYS[3], caller) end
+if not (service or caller_entry or (caller ~= '' and caller == m[3])) then
+  if m[2] == 'public' then
+    if members_only then return {NOT_PARTICIPANT} end
+  else
+    return {NOT_VISIBLE}
+  end
+end
+local total = redis.call('ZCARD', KEYS[2])
+local limit, start = tonumber(ARGV[3]), tonumber(ARGV[2])
+if ARGV[1] == 'around' then
+  local raw = redis.call('HGET', KEYS[3], ARGV[4])
+  local pos = false
+  if raw then pos = redis.call('ZRANK', KEYS[2], cjson.decode(raw).m) end
+  if not pos then return {NOT_RANKED} end
+  start = pos - math.floor(limit / 2)
+  if start + limit > total then start = total - limit end
+  if start < 0 then start = 0 end
+end
+local rc = redis.call('HMGET', KEYS[6], 'state', 'done', 'total')
+local out = {OK, total, start, tonumber(m[4] or '0'), m[5] or false, rc[1] or false,
+             tonumber(rc[2] or '0'), tonumber(rc[3] or '0'), 0}
+local ids = redis.call('ZRANGE', KEYS[2], start, start + limit - 1, 'WITHSCORES')
+local n, rank, prev = 0, 0, nil
+for i = 1, #ids, 2 do
+  local user = user_of(ids[i])
+  local score = -tonumber(ids[i + 1])
+  if prev == nil then rank = rank_of(KEYS[2], score)
+  elseif score ~= prev then rank = start + n + 1 end
+  prev = score
+  n = n + 1
+  out[#out + 1] = user
+  out[#out + 1] = score
+  out[#out + 1] = rank
+  out[#out + 1] = redis.call('HGET', KEYS[3], user) or false
+  out[#out + 1] = redis.call('HGET', KEYS[4], user) or false
+  out[#out + 1] = redis.call('HGET', KEYS[5], user) or false
+end
+out[9] = n
+local found = false
+if caller_entry then
+  local e = cjson.decode(caller_entry)
+  if e.m and redis.call('ZSCORE', KEYS[2], e.m) then found = e end
+end
+if found then
+  out[#out + 1] = 1
+  out[#out + 1] = caller
+  out[#out + 1] = found.sc
+  out[#out + 1] = rank_of(KEYS[2], found.sc)
+  out[#out + 1] = caller_entry
+  out[#out + 1] = redis.call('HGET', KEYS[4], caller) or false
+  out[#out + 1] = redis.call('HGET', KEYS[5], caller) or false
+else
+  out[#out + 1] = 0
+end
+return out
+""",
+)
+
+# KEYS: lb, entry; ARGV: user -> {OK, score, rank, entry, gap_to_next} | {NOT_PARTICIPANT}
+STANDING = Lua(
+    "engine.standing",
+    PRELUDE
+    + """
+local raw = redis.call('HGET', KEYS[2], ARGV[1])
+if not raw then return {NOT_PARTICIPANT} end
+local e = cjson.decode(raw)
+if not (e.m and redis.call('ZSCORE', KEYS[1], e.m)) then return {NOT_PARTICIPANT} end
+local above = redis.call('ZREVRANGEBYSCORE', KEYS[1], '(' .. fmt(-e.sc), '-inf',
+                         'WITHSCORES', 'LIMIT', 0, 1)
+local gap = false
+if above[1] then gap = -tonumber(above[2]) - e.sc end
+return {OK, e.sc, rank_of(KEYS[1], e.sc), raw, gap}
+""",
+)
+
+# --- user slot -----------------------------------------------------------------------
+
+USER_PRELUDE = (
+    lua_constants()
+    + """
+-- Marks (competition, day) as owed to a competition, with a snapshot of what to push
+-- and when it was stored; a newer mark replaces an older one (seq + 1).
+local function mark(eff, owed, out, cid, day, t)
+  local raw = redis.call('HGET', eff, day)
+  if not raw then return end
+  local ef = cjson.decode(raw)
+  local field = cid .. '|' .. day
+  local seq = 1
+  local old = redis.call('HGET', owed, field)
+  if old then seq = tonumber(string.match(old, '^(%d+),')) + 1 end
+  local value = seq .. ',' .. ef.ver .. ',' .. ef.v[1] .. ',' .. ef.v[2] .. ',' .. ef.v[3]
+    .. ',' .. ef.v[4] .. ',' .. string.format('%d', t)
+  redis.call('HSET', owed, field, value)
+  out[#out + 1] = field
+  out[#out + 1] = value
+end
+local function split(s)
+  local p = {}
+  for x in string.gmatch(s, '[^|]+') do p[#p + 1] = x end
+  return p
+end
+"""
+)
+
+# KEYS: rec, eff, cw, owed
+# ARGV: now, n, n x (day, source, steps, distance, calories, active_minutes),
+#       k, k x (competition named by the body)
+# -> {OK, field, value, field, value, ...}: every (competition|day) owed, this sync's
+#    and those an interrupted one left; or {NOT_MINE, competition} with nothing stored.
+# The effective value of a day is the maximum of each metric across its sources; its
+# version goes up whenever that value changes. The competitions come from `cw`, the
+# user's record of their competitions' windows; each competition re-checks.
+SYNC_USER = Lua(
+    "engine.sync_user",
+    USER_PRELUDE
+    + """
+local now, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+local k = tonumber(ARGV[3 + n * 6])
+for j = 1, k do
+  local cid = ARGV[3 + n * 6 + j]
+  if redis.call('HEXISTS', KEYS[3], cid) == 0 then return {NOT_MINE, cid} end
+end
+local touched, order = {}, {}
+for i = 0, n - 1 do
+  local b = 3 + i * 6
+  local day, src = ARGV[b], ARGV[b + 1]
+  redis.call('HSET', KEYS[1], day .. '|' .. src,
+    ARGV[b + 2] .. ',' .. ARGV[b + 3] .. ',' .. ARGV[b + 4] .. ',' .. ARGV[b + 5] .. ',' .. ARGV[1])
+  if not touched[day] then touched[day] = {}; order[#order + 1] = day end
+  touched[day][src] = true
+end
+for _, day in ipairs(order) do
+  local raw = redis.call('HGET', KEYS[2], day)
+  local ef
+  if raw then ef = cjson.decode(raw) else ef = {v = {0, 0, 0, 0}, src = {}, ver = 0} end
+  local known = {}
+  for _, s in ipairs(ef.src) do known[s] = true end
+  for s, _ in pairs(touched[day]) do
+    if not known[s] then ef.src[#ef.src + 1] = s end
+  end
+  table.sort(ef.src)
+  local v = {0, 0, 0, 0}
+  for _, s in ipairs(ef.src) do
+    local r = redis.call('HGET', KEYS[1], day .. '|' .. s)
+    if r then
+      local x = 0
+      for part in string.gmatch(r, '[^,]+') do
+        x = x + 1
+        if x <= 4 and tonumber(part) > v[x] then v[x] = tonumber(part) end
+      end
+    end
+  end
+  if v[1] ~= ef.v[1] or v[2] ~= ef.v[2] or v[3] ~= ef.v[3] or v[4] ~= ef.v[4] or ef.ver == 0 then
+    ef.ver = ef.ver + 1
+    ef.v = v
+  end
+  ef.t = now
+  redis.call('HSET', KEYS[2], day, cjson.encode(ef))
+end
+local out = {OK}
+local windows = redis.call('HGETALL', KEYS[3])
+for _, day in ipairs(order) do
+  for i = 1, #windows, 2 do
+    local w = split(windows[i + 1])
+    if day >= w[1] and day <= w[2] and now <= tonumber(w[3]) then
+      mark(KEYS[2], KEYS[4], out, windows[i], day, now)
+    end
+  end
+end
+local fresh = {}
+for i = 2, #out, 2 do fresh[out[i]] = true end
+local pending = redis.call('HGETALL', KEYS[4])
+for i = 1, #pending, 2 do
+  local f = pending[i]
+  if not fresh[f] and string.sub(f, -2) ~= '|*' then
+    out[#out + 1] = f
+    out[#out + 1] = pending[i + 1]
+  end
+end
+return out
+""",
+)
+
+# KEYS: owed; ARGV: cid, now -> {OK}
+# Recorded before a join: the back-fill it owes, found by the sweep if the join's
+# request dies before the back-fill is marked.
+OWE_BACKFILL = Lua(
+    "engine.owe_backfill",
+    USER_PRELUDE
+    + """
+redis.call('HSETNX', KEYS[1], ARGV[1] .. '|*', ARGV[2])
+return {OK}
+""",
+)
+
+# KEYS: eff, cw, owed; ARGV: cid, start, end, deadline_ms, now
+# -> {OK, field, value, ...}: every effective day in the window marked as owed to the
+#    competition (stored at the time the back-fill was owed), the owed back-fill cleared.
+BACKFILL_USER = Lua(
+    "engine.backfill_user",
+    USER_PRELUDE
+    + """
+local cid, first, last = ARGV[1], ARGV[2], ARGV[3]
+local marker = cid .. '|*'
+local t = tonumber(redis.call('HGET', KEYS[3], marker) or ARGV[5])
+redis.call('HSET', KEYS[2], cid, first .. '|' .. last .. '|' .. ARGV[4])
+local out = {OK}
+for _, day in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if day >= first and day <= last then mark(KEYS[1], KEYS[3], out, cid, day, t) end
+end
+redis.call('HDEL', KEYS[3], marker)
+return out
+""",
+)
+
+# KEYS: owed, cw; ARGV: n, n x (field, seq), then competitions to forget
+# -> {OK, marks removed}. A mark is removed only if no newer sync re-marked it meanwhile.
+CLEAR = Lua(
+    "engine.clear",
+    USER_PRELUDE
+    + """
+local n, removed = tonumber(ARGV[1]), 0
+for i = 0, n - 1 do
+  local f, seq = ARGV[2 + 2 * i], ARGV[3 + 2 * i]
+  local cur = redis.call('HGET', KEYS[1], f)
+  if cur and string.match(cur, '^(%d+),') == seq then
+    redis.call('HDEL', KEYS[1], f)
+    removed = removed + 1
+  end
+end
+for j = 2 + 2 * n, #ARGV do
+  redis.call('HDEL', KEYS[2], ARGV[j])
+  redis.call('HDEL', KEYS[1], ARGV[j] .. '|*')
+end
+return {OK, removed}
+""",
+)
+
+# KEYS: eff, cw; ARGV: cid, start, end, deadline_ms
+# -> {OK, n, n x (day, ver, steps, distance, calories, active_minutes)}
+# The user's side of one recount step: the record of the window is brought up to date
+# and the effective days inside it are read.
+RECOUNT_READ = Lua(
+    "engine.recount_read",
+    USER_PRELUDE
+    + """
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. '|' .. ARGV[3] .. '|' .. ARGV[4])
+local out = {OK, 0}
+local flat = redis.call('HGETALL', KEYS[1])
+for i = 1, #flat, 2 do
+  if flat[i] >= ARGV[2] and flat[i] <= ARGV[3] then
+    local ef = cjson.decode(flat[i + 1])
+    out[2] = out[2] + 1
+    out[#out + 1] = flat[i]
+    out[#out + 1] = ef.ver
+    for k = 1, 4 do out[#out + 1] = ef.v[k] end
+  end
+end
+return out
+""",
+)

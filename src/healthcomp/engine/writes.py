@@ -1,0 +1,391 @@
+"""Every write to a board, a participation or the days that feed them.
+
+A sync and a join's back-fill cross two cluster slots (the user's, then each
+competition's), so they are short sagas of atomic, idempotent steps:
+
+1. one script on the user's keys stores what is new and marks, in the user's `owed`
+   hash, each (competition, day) to push, with a snapshot of the values and the time
+   they were stored;
+2. one script per competition applies the days whose version is newer than the one it
+   counts, re-checking everything the user's side chose (open, member, window, stored
+   before the deadline), re-ranks and emits the event;
+3. the marks are cleared, each only if no newer sync re-marked it meanwhile.
+
+A crash after 1 leaves marks that the next sync of that user, or the background sweep,
+pushes again; versions make a replay harmless. A failure in one competition's step is
+logged and leaves its marks for later: it never blocks the user's other competitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.exceptions import RedisClusterException, RedisError
+
+from healthcomp.core.context import AppContext
+from healthcomp.engine import scripts
+from healthcomp.engine.codes import Reply
+from healthcomp.engine.model import Applied, Push, parse_pushes
+from healthcomp.engine.rules import meta_fields
+
+log = logging.getLogger("healthcomp.engine")
+
+DayValues = tuple[int, int, int, int]
+
+
+def _flat(fields: dict[str, str]) -> list[str]:
+    return [x for pair in fields.items() for x in pair]
+
+
+# --- competitions --------------------------------------------------------------------
+
+
+async def create(ctx: AppContext, doc: dict[str, Any]) -> bool:
+    """Store a new competition. False when the id is taken."""
+    res = await scripts.CREATE(ctx, [ctx.keys.meta(doc["id"])], _flat(meta_fields(doc)))
+    return Reply(int(res[0])) is Reply.OK
+
+
+@dataclass(frozen=True)
+class Updated:
+    code: Reply
+    recount_total: int = 0
+    participants: int = 0
+
+
+async def update(
+    ctx: AppContext,
+    old_doc: dict[str, Any],
+    doc: dict[str, Any],
+    *,
+    recount: bool,
+    now_ms: int,
+) -> Updated:
+    """Replace the document if it is still `old_doc`; start a recount when asked."""
+    k = ctx.keys
+    cid = doc["id"]
+    if recount:
+        # Registered first: a crash after it leaves an entry the runner drops, never a
+        # job nobody finds.
+        await ctx.r.sadd(k.recounts(), cid)
+    keys = [
+        k.meta(cid),
+        k.entries(cid),
+        k.recount(cid),
+        k.recount_list(cid),
+        k.recount_done(cid),
+        k.events(cid),
+    ]
+    maxp = doc.get("max_participants") or 0
+    expected = orjson.dumps(old_doc).decode()
+    args: list[Any] = [cid, expected, "1" if recount else "0", maxp, now_ms]
+    res = await scripts.UPDATE(ctx, keys, [*args, *_flat(meta_fields(doc))])
+    code = Reply(int(res[0]))
+    if code is Reply.OK:
+        return Updated(code, recount_total=int(res[2]))
+    if code is Reply.TOO_MANY:
+        return Updated(code, participants=int(res[1]))
+    return Updated(code)
+
+
+async def cancel(
+    ctx: AppContext, cid: str, *, actor: str, is_service: bool, now_ms: int, reason: str
+) -> Reply:
+    k = ctx.keys
+    keys = [k.meta(cid), k.audit(cid), k.events(cid)]
+    res = await scripts.CANCEL(ctx, keys, [cid, actor, "1" if is_service else "0", now_ms, reason])
+    return Reply(int(res[0]))
+
+
+# --- participations ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Joined:
+    code: Reply
+    participant_count: int = 0
+
+
+async def join(ctx: AppContext, cid: str, user_id: str, name: str, now_ms: int) -> Joined:
+    """Join, then back-fill the user's days inside the window.
+
+    The owed back-fill is recorded on the user's side before the join, so a request
+    that dies after the join leaves work the sweep finishes; a retried join (answered
+    `ALREADY_JOINED`) completes it too.
+    """
+    k = ctx.keys
+    await scripts.OWE_BACKFILL(ctx, [k.owed(user_id)], [cid, now_ms])
+    keys = [
+        k.meta(cid),
+        k.board(cid),
+        k.entries(cid),
+        k.names(cid),
+        k.participations(cid),
+        k.adjustments(cid),
+        k.events(cid),
+    ]
+    res = await scripts.JOIN(ctx, keys, [cid, user_id, now_ms, name])
+    code = Reply(int(res[0]))
+    if code not in (Reply.OK, Reply.ALREADY_JOINED):
+        await _forget(ctx, user_id, cid)
+        return Joined(code)
+    start, end, deadline_ms = str(res[2]), str(res[3]), int(res[4])
+    await backfill(ctx, user_id, cid, (start, end, deadline_ms), now_ms)
+    return Joined(code, int(res[1]))
+
+
+async def backfill(
+    ctx: AppContext, user_id: str, cid: str, window: tuple[str, str, int], now_ms: int
+) -> None:
+    k = ctx.keys
+    start, end, deadline_ms = window
+    res = await scripts.BACKFILL_USER(
+        ctx,
+        [k.effective(user_id), k.windows(user_id), k.owed(user_id)],
+        [cid, start, end, deadline_ms, now_ms],
+    )
+    await push(ctx, user_id, parse_pushes(res), now_ms)
+
+
+async def leave(ctx: AppContext, cid: str, user_id: str, now_ms: int) -> Joined:
+    k = ctx.keys
+    keys = [
+        k.meta(cid),
+        k.board(cid),
+        k.entries(cid),
+        k.names(cid),
+        k.participant_days(cid, user_id),
+        k.participations(cid),
+        k.events(cid),
+    ]
+    res = await scripts.LEAVE(ctx, keys, [cid, user_id, now_ms])
+    code = Reply(int(res[0]))
+    if code is Reply.OK:
+        await _forget(ctx, user_id, cid)
+        return Joined(code, int(res[1]))
+    return Joined(code)
+
+
+async def _forget(ctx: AppContext, user_id: str, cid: str) -> None:
+    """Drop the competition from the user's record (and any back-fill owed to it)."""
+    k = ctx.keys
+    await scripts.CLEAR(ctx, [k.owed(user_id), k.windows(user_id)], [0, cid])
+
+
+async def rename_everywhere(ctx: AppContext, user_id: str, name: str, now_ms: int) -> None:
+    """A new display name reaches every board the user is on."""
+    k = ctx.keys
+    for cid in sorted(str(c) for c in await ctx.r.hkeys(k.windows(user_id))):
+        keys = [k.meta(cid), k.entries(cid), k.names(cid), k.events(cid)]
+        await scripts.RENAME(ctx, keys, [cid, user_id, name, now_ms])
+
+
+@dataclass(frozen=True)
+class Written:
+    code: Reply
+    score: int = 0
+    rank: int = 0
+    previous_rank: int | None = None
+    before: list[int] | None = None
+    after: list[int] | None = None
+    event_id: int = 0
+
+
+async def set_totals(
+    ctx: AppContext,
+    cid: str,
+    user_id: str,
+    *,
+    now_ms: int,
+    actor: str,
+    is_service: bool,
+    reason: str,
+    values: Sequence[int | None],
+) -> Written:
+    """A trusted write: (steps, distance, calories, active_minutes, goal_days), None
+    where unchanged."""
+    k = ctx.keys
+    keys = [
+        k.meta(cid),
+        k.board(cid),
+        k.entries(cid),
+        k.adjustments(cid),
+        k.audit(cid),
+        k.names(cid),
+        k.events(cid),
+    ]
+    args: list[Any] = [cid, user_id, now_ms, actor, "1" if is_service else "0", reason]
+    for value in values:
+        args.extend(["0", 0] if value is None else ["1", int(value)])
+    res = await scripts.SET_TOTALS(ctx, keys, args)
+    code = Reply(int(res[0]))
+    if code is not Reply.OK:
+        return Written(code)
+    return Written(
+        code,
+        score=int(res[1]),
+        rank=int(res[2]),
+        previous_rank=int(res[3]) if res[3] is not None else None,
+        before=orjson.loads(res[4]),
+        after=orjson.loads(res[5]),
+        event_id=int(res[6]),
+    )
+
+
+# --- syncs ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Synced:
+    code: Reply  # OK, or NOT_MINE with `competition_id` and nothing stored
+    competition_id: str | None = None
+    results: dict[str, Applied] | None = None
+
+
+async def sync(
+    ctx: AppContext,
+    user_id: str,
+    now_ms: int,
+    records: Sequence[tuple[str, str, DayValues]],
+    named: Sequence[str] = (),
+) -> Synced:
+    """Store records (day, source, values) and push the days into every competition
+    that counts them. `named` competitions must be the user's (else nothing is stored)."""
+    code, marked = await store(ctx, user_id, now_ms, records, named)
+    if code is not Reply.OK:
+        return Synced(code, competition_id=str(marked))
+    assert isinstance(marked, list)
+    return Synced(code, results=await push(ctx, user_id, marked, now_ms))
+
+
+async def store(
+    ctx: AppContext,
+    user_id: str,
+    now_ms: int,
+    records: Sequence[tuple[str, str, DayValues]],
+    named: Sequence[str] = (),
+) -> tuple[Reply, list[Push] | str]:
+    """Step 1 of a sync alone: store and mark. (OK, every push owed) or (NOT_MINE,
+    the competition named that is not the user's)."""
+    k = ctx.keys
+    args: list[Any] = [now_ms, len(records)]
+    for day, source, values in records:
+        args.extend([day, source, *values])
+    args.append(len(named))
+    args.extend(named)
+    keys = [k.records(user_id), k.effective(user_id), k.windows(user_id), k.owed(user_id)]
+    res = await scripts.SYNC_USER(ctx, keys, args)
+    code = Reply(int(res[0]))
+    if code is not Reply.OK:
+        return code, str(res[1])
+    return code, parse_pushes(res)
+
+
+async def push(
+    ctx: AppContext, user_id: str, pushes: Sequence[Push], now_ms: int
+) -> dict[str, Applied]:
+    """Apply owed days, one script per competition, concurrently; then clear the marks
+    the competitions answered. Returns each competition's answer (OK ones only)."""
+    by_comp: dict[str, list[Push]] = defaultdict(list)
+    for item in pushes:
+        by_comp[item.competition_id].append(item)
+    if not by_comp:
+        return {}
+    cids = sorted(by_comp)
+    answers = await asyncio.gather(
+        *(_apply(ctx, cid, user_id, by_comp[cid], now_ms) for cid in cids)
+    )
+    done: list[Push] = []
+    forget: list[str] = []
+    results: dict[str, Applied] = {}
+    for cid, applied in zip(cids, answers, strict=True):
+        if applied is None:  # failed: the marks stay for the next sync or the sweep
+            continue
+        done.extend(by_comp[cid])
+        if applied.code is Reply.OK:
+            results[cid] = applied
+        elif applied.code in (Reply.NO_COMPETITION, Reply.CLOSED):
+            forget.append(cid)
+    if done or forget:
+        args: list[Any] = [len(done)]
+        for item in done:
+            args.extend([item.field, item.seq])
+        args.extend(forget)
+        k = ctx.keys
+        await scripts.CLEAR(ctx, [k.owed(user_id), k.windows(user_id)], args)
+    return results
+
+
+async def _apply(
+    ctx: AppContext, cid: str, user_id: str, items: Sequence[Push], now_ms: int
+) -> Applied | None:
+    k = ctx.keys
+    keys = [
+        k.meta(cid),
+        k.board(cid),
+        k.entries(cid),
+        k.participant_days(cid, user_id),
+        k.adjustments(cid),
+        k.names(cid),
+        k.events(cid),
+    ]
+    args: list[Any] = [cid, user_id, now_ms, len(items)]
+    for item in items:
+        args.extend([item.day, item.ver, *item.values, item.synced_ms])
+    try:
+        res = await scripts.APPLY(ctx, keys, args)
+    except (RedisError, RedisClusterException):
+        log.exception("applying %d day(s) of %s to %s failed", len(items), user_id, cid)
+        return None
+    code = Reply(int(res[0]))
+    if code is not Reply.OK:
+        return Applied(code)
+    return Applied(
+        code,
+        score=int(res[1]),
+        rank=int(res[2]),
+        previous_rank=int(res[3]),
+        event_id=int(res[4]),
+        changed=bool(int(res[5])),
+    )
+
+
+async def repair(ctx: AppContext, user_id: str, now_ms: int, *, older_than_ms: int = 0) -> int:
+    """Push whatever an interrupted sync or join left owed. Returns how many days.
+
+    Back-fills owed by joins are finished only when older than `older_than_ms`, so the
+    sweep does not race a join still in flight.
+    """
+    k = ctx.keys
+    raw = await ctx.r.hgetall(k.owed(user_id))
+    flat: list[Any] = [Reply.OK]
+    markers: list[tuple[str, int]] = []
+    for field, value in raw.items():
+        if str(field).endswith("|*"):
+            markers.append((str(field)[:-2], int(value)))
+        else:
+            flat.extend([field, value])
+    pushes = parse_pushes(flat)
+    await push(ctx, user_id, pushes, now_ms)
+    for cid, owed_ms in markers:
+        if now_ms - owed_ms >= older_than_ms:
+            await _finish_join(ctx, user_id, cid, now_ms)
+    return len(pushes)
+
+
+async def _finish_join(ctx: AppContext, user_id: str, cid: str, now_ms: int) -> None:
+    k = ctx.keys
+    pipe = ctx.r.pipeline(transaction=False)
+    pipe.hexists(k.entries(cid), user_id)
+    pipe.hmget(k.meta(cid), ["start_date", "end_date", "deadline_ms"])
+    member, (start, end, deadline_ms) = await pipe.execute()
+    if not member or start is None:
+        await _forget(ctx, user_id, cid)
+        return
+    await backfill(ctx, user_id, cid, (str(start), str(end), int(deadline_ms)), now_ms)
