@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 from healthcomp.core.keys import ID_PATTERN
+from healthcomp.leaderboard.schemas import UserStanding
 
 MAX_BATCH = 400
 SOURCE_PATTERN = r"^[A-Za-z0-9_.-]{1,32}$"
@@ -111,19 +112,6 @@ class BestDays(_View):
     active_minutes: BestDay | None
 
 
-class Standing(_View):
-    competition_id: str
-    name: str
-    metric: str
-    status: str
-    score: int
-    rank: int
-    gap_to_next_rank: int | None = Field(description="Points to the next rank up; null at 1")
-    participant_count: int
-    start_date: str
-    end_date: str
-
-
 class CompetitionStanding(_View):
     competition_id: str
     metric: str
@@ -150,7 +138,7 @@ class Stats(_View):
     last_30_days: Totals
     first_day: str | None
     last_day: str | None
-    competitions: list[Standing] | None = Field(
+    competitions: list[UserStanding] | None = Field(
         None, description="Without competition_id: every competition of the user"
     )
     competition: CompetitionStanding | None = Field(
@@ -181,8 +169,3 @@ class History(_View):
     from_: str = Field(alias="from")
     to: str
     days: list[HistoryDay]
-
-
-class UserCompetitions(_View):
-    user_id: str
-    competitions: list[Standing]

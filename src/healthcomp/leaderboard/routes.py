@@ -4,13 +4,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from healthcomp.activity.schemas import UserCompetitions
 from healthcomp.competitions.access import organizer_of
 from healthcomp.core.deps import Ctx, CurrentPrincipal
 from healthcomp.core.keys import ID_PATTERN
 from healthcomp.core.responses import Envelope, JSONBytes, ok
 from healthcomp.leaderboard import service
-from healthcomp.leaderboard.schemas import Id, Leaderboard, ScoreUpdate, ScoreUpdateResult
+from healthcomp.leaderboard.schemas import (
+    Id,
+    Leaderboard,
+    ScoreUpdate,
+    ScoreUpdateResult,
+    UserCompetitions,
+)
 
 router = APIRouter(tags=["leaderboard"])
 

@@ -57,3 +57,27 @@ class ScoreUpdateResult(BaseModel):
     before: dict[str, int]
     after: dict[str, int]
     event_id: int
+
+
+class UserStanding(BaseModel):
+    """One of a user's competitions, with their score and rank in it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    competition_id: str
+    name: str
+    metric: str
+    status: str
+    score: int
+    rank: int
+    gap_to_next_rank: int | None = Field(description="Points to the next rank up; null at 1")
+    participant_count: int
+    start_date: str
+    end_date: str
+
+
+class UserCompetitions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str
+    competitions: list[UserStanding]
