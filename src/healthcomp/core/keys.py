@@ -35,7 +35,7 @@ SCHEMA: tuple[KeySpec, ...] = (
     KeySpec("P:{u:U}:profile", "hash", "users", "display_name, avatar_url, email, created_at, updated_at"),
     KeySpec("P:{u:U}:rec", "hash", "engine", "`<day>|<source>` → `steps,distance,calories,active_minutes,synced_ms`: the latest cumulative total of that day from that source"),
     KeySpec("P:{u:U}:eff", "hash", "engine", "`<day>` → JSON `{v:[s,d,c,a], src:[…], ver, t}`: the effective day (max per metric across sources), its version and last sync"),
-    KeySpec("P:{u:U}:cw", "hash", "engine", "`<competition>` → `start|end|deadline_ms`: the windows of the user's competitions; a sync picks its targets here"),
+    KeySpec("P:{u:U}:cw", "hash", "engine", "`<competition>` → `start|end|deadline_ms|rules`: the windows of the user's competitions (with the rules version they come from); a sync picks its targets here"),
     KeySpec("P:{u:U}:owed", "hash", "engine", "`<competition>|<day>` → `seq,ver,s,d,c,a,synced_ms`: a day still to push (snapshot of what to push); `<competition>|*` → ms: a back-fill owed by a join"),
     KeySpec("P:{u:U}:org", "zset", "competitions", "competition → its end (ms): the competitions the user organizes, to cap the open ones"),
     # --- one competition: {c:C} ----------------------------------------------------

@@ -80,7 +80,7 @@ async def _step(
     k = ctx.keys
     start, end, deadline_ms = window
     days = await scripts.RECOUNT_READ(
-        ctx, [k.effective(user_id), k.windows(user_id)], [cid, start, end, deadline_ms]
+        ctx, [k.effective(user_id), k.windows(user_id)], [cid, start, end, deadline_ms, rules]
     )
     n = int(days[1])
     keys = [

@@ -169,8 +169,8 @@ return {OK, rules, #users}
 
 # KEYS: meta, lb, entry, names, parts, adj, ev
 # ARGV: cid, user, now, display name
-# -> {OK, count, start, end, deadline, event_id} | {ALREADY_JOINED, count, start, end,
-#    deadline} | {NO_COMPETITION} | {CLOSED} | {ENDED} | {FULL}
+# -> {OK, count, start, end, deadline, rules, event_id} | {ALREADY_JOINED, count, start,
+#    end, deadline, rules} | {NO_COMPETITION} | {CLOSED} | {ENDED} | {FULL}
 # The window comes back with the answer so the back-fill uses the rules in force at
 # the join, whatever edit raced it.
 JOIN = Lua(
@@ -178,12 +178,12 @@ JOIN = Lua(
     PRELUDE
     + """
 local m = redis.call('HMGET', KEYS[1], 'state', 'ends_ms', 'max_participants', 'metric_idx',
-                     'format', 'start_date', 'end_date', 'deadline_ms', 'fee')
+                     'format', 'start_date', 'end_date', 'deadline_ms', 'fee', 'rules')
 if not m[1] then return {NO_COMPETITION} end
 if m[1] ~= 'open' then return {CLOSED} end
 local cid, user, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if redis.call('HEXISTS', KEYS[3], user) == 1 then
-  return {ALREADY_JOINED, redis.call('HLEN', KEYS[3]), m[6], m[7], m[8]}
+  return {ALREADY_JOINED, redis.call('HLEN', KEYS[3]), m[6], m[7], m[8], m[10]}
 end
 if now >= tonumber(m[2]) then return {ENDED} end
 local maxp = tonumber(m[3])
@@ -200,7 +200,7 @@ p.fee_cents = tonumber(m[9] or '0')
 redis.call('HSET', KEYS[5], user, cjson.encode(p))
 local _, _, ver = commit({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[7]}, cid, user, e, nil,
                          'join', now)
-return {OK, redis.call('HLEN', KEYS[3]), m[6], m[7], m[8], ver}
+return {OK, redis.call('HLEN', KEYS[3]), m[6], m[7], m[8], m[10], ver}
 """,
 )
 
@@ -603,6 +603,17 @@ local function split(s)
   for x in string.gmatch(s, '[^|]+') do p[#p + 1] = x end
   return p
 end
+-- Records a competition's window (`start|end|deadline_ms|rules`) unless a newer rules
+-- version is recorded already (a recount step that ran first); answers the window kept.
+local function record_window(cw, cid, first, last, deadline, rules)
+  local cur = redis.call('HGET', cw, cid)
+  if cur then
+    local w = split(cur)
+    if tonumber(w[4] or '0') > tonumber(rules) then return w[1], w[2], w[3] end
+  end
+  redis.call('HSET', cw, cid, first .. '|' .. last .. '|' .. deadline .. '|' .. rules)
+  return first, last, deadline
+end
 """
 )
 
@@ -697,17 +708,17 @@ return {OK}
 """,
 )
 
-# KEYS: eff, cw, owed; ARGV: cid, start, end, deadline_ms, now
+# KEYS: eff, cw, owed; ARGV: cid, start, end, deadline_ms, now, rules
 # -> {OK, field, value, ...}: every effective day in the window marked as owed to the
 #    competition (stored at the time the back-fill was owed), the owed back-fill cleared.
 BACKFILL_USER = Lua(
     "engine.backfill_user",
     USER_PRELUDE
     + """
-local cid, first, last = ARGV[1], ARGV[2], ARGV[3]
+local cid = ARGV[1]
+local first, last = record_window(KEYS[2], cid, ARGV[2], ARGV[3], ARGV[4], ARGV[6])
 local marker = cid .. '|*'
 local t = tonumber(redis.call('HGET', KEYS[3], marker) or ARGV[5])
-redis.call('HSET', KEYS[2], cid, first .. '|' .. last .. '|' .. ARGV[4])
 local out = {OK}
 for _, day in ipairs(redis.call('HKEYS', KEYS[1])) do
   if day >= first and day <= last then mark(KEYS[1], KEYS[3], out, cid, day, t) end
@@ -740,7 +751,7 @@ return {OK, removed}
 """,
 )
 
-# KEYS: eff, cw; ARGV: cid, start, end, deadline_ms
+# KEYS: eff, cw; ARGV: cid, start, end, deadline_ms, rules
 # -> {OK, n, n x (day, ver, steps, distance, calories, active_minutes)}
 # The user's side of one recount step: the record of the window is brought up to date
 # and the effective days inside it are read.
@@ -748,7 +759,7 @@ RECOUNT_READ = Lua(
     "engine.recount_read",
     USER_PRELUDE
     + """
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. '|' .. ARGV[3] .. '|' .. ARGV[4])
+record_window(KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 local out = {OK, 0}
 local flat = redis.call('HGETALL', KEYS[1])
 for i = 1, #flat, 2 do

@@ -135,20 +135,22 @@ async def join(ctx: AppContext, cid: str, user_id: str, name: str, now_ms: int) 
     if code not in (Reply.OK, Reply.ALREADY_JOINED):
         await _forget(ctx, user_id, cid)
         return Joined(code)
-    start, end, deadline_ms = str(res[2]), str(res[3]), int(res[4])
-    await backfill(ctx, user_id, cid, (start, end, deadline_ms), now_ms)
+    window = (str(res[2]), str(res[3]), int(res[4]), int(res[5]))
+    await backfill(ctx, user_id, cid, window, now_ms)
     return Joined(code, int(res[1]))
 
 
 async def backfill(
-    ctx: AppContext, user_id: str, cid: str, window: tuple[str, str, int], now_ms: int
+    ctx: AppContext, user_id: str, cid: str, window: tuple[str, str, int, int], now_ms: int
 ) -> None:
+    """Mark and push the user's days inside the window (start, end, deadline_ms, rules
+    version), unless a newer window is recorded already."""
     k = ctx.keys
-    start, end, deadline_ms = window
+    start, end, deadline_ms, rules = window
     res = await scripts.BACKFILL_USER(
         ctx,
         [k.effective(user_id), k.windows(user_id), k.owed(user_id)],
-        [cid, start, end, deadline_ms, now_ms],
+        [cid, start, end, deadline_ms, now_ms, rules],
     )
     await push(ctx, user_id, parse_pushes(res), now_ms)
 
@@ -383,9 +385,10 @@ async def _finish_join(ctx: AppContext, user_id: str, cid: str, now_ms: int) -> 
     k = ctx.keys
     pipe = ctx.r.pipeline(transaction=False)
     pipe.hexists(k.entries(cid), user_id)
-    pipe.hmget(k.meta(cid), ["start_date", "end_date", "deadline_ms"])
-    member, (start, end, deadline_ms) = await pipe.execute()
+    pipe.hmget(k.meta(cid), ["start_date", "end_date", "deadline_ms", "rules"])
+    member, (start, end, deadline_ms, rules) = await pipe.execute()
     if not member or start is None:
         await _forget(ctx, user_id, cid)
         return
-    await backfill(ctx, user_id, cid, (str(start), str(end), int(deadline_ms)), now_ms)
+    window = (str(start), str(end), int(deadline_ms), int(rules or 0))
+    await backfill(ctx, user_id, cid, window, now_ms)
