@@ -130,6 +130,17 @@ async def page(
     return int(res[0]), items
 
 
+async def scores(ctx: AppContext, ids: list[str], name: str) -> dict[str, float]:
+    """Each competition's sort score in the listing `name`, from the indexed times."""
+    if not ids:
+        return {}
+    raw = await ctx.r.hmget(ctx.keys.index("times"), ids)
+    field = {"created": 3, "upcoming": 0, "active": 1, "ended": 1}.get(name, 4)
+    return {
+        cid: float(str(rec).split("|")[field]) for cid, rec in zip(ids, raw, strict=True) if rec
+    }
+
+
 async def count_before(
     ctx: AppContext, *, public_only: bool, name: str, keys: list[tuple[float, str]]
 ) -> list[int]:

@@ -196,7 +196,10 @@ async def _user_page(
         for s in await repo.load_many(ctx, own_ids)
         if s is not None and not s.is_public and (status is None or s.status(now) == status)
     ]
-    keys = sorted(((_sort_score(s, name), s.id) for s in own), reverse=name in index.DESCENDING)
+    known = await index.scores(ctx, [s.id for s in own], name)
+    keys = sorted(
+        ((known[s.id], s.id) for s in own if s.id in known), reverse=name in index.DESCENDING
+    )
     k = len(keys)
     first = max(0, offset - k)
     pub_total, pub = await index.page(
@@ -213,16 +216,6 @@ async def _user_page(
         placed.append((first + j + ahead, cid))
     window = sorted(p for p in placed if offset <= p[0] < offset + limit)
     return pub_total + k, [cid for _, cid in window]
-
-
-def _sort_score(stored: Stored, name: str) -> float:
-    if name == "created":
-        return float(stored.created_ms)
-    if name == "upcoming":
-        return float(to_ms(stored.starts_at))
-    if name in ("active", "ended"):
-        return float(to_ms(stored.ends_at))
-    return float(stored.doc.get("closed_ms") or 0)
 
 
 async def update(
