@@ -140,3 +140,24 @@ def test_every_key_builder_is_in_the_table() -> None:
     assert keys.index("pub:active") == "P:{ix}:pub:active"
     assert keys.lease("sweep") == "P:lease:sweep"
     assert keys.rate("user", "U") == "P:rl:user:U"
+
+
+def test_one_alias_per_module() -> None:
+    """`from healthcomp.x import y as z`: each module has one alias everywhere, and no
+    alias names two modules."""
+    aliases: dict[str, set[str]] = {}
+    modules: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.module):
+                continue
+            if not node.module.startswith("healthcomp"):
+                continue
+            for alias in node.names:
+                if alias.asname:
+                    target = f"{node.module}.{alias.name}"
+                    aliases.setdefault(target, set()).add(alias.asname)
+                    modules.setdefault(alias.asname, set()).add(target)
+    assert {m: a for m, a in aliases.items() if len(a) > 1} == {}
+    assert {a: m for a, m in modules.items() if len(m) > 1} == {}
+    assert aliases, "no alias found: the walker is broken"

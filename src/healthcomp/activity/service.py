@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from healthcomp.activity.schemas import Batch, CompetitionResult, Record, SyncResult
-from healthcomp.competitions import repo as competitions
+from healthcomp.competitions import repo as competitions_repo
 from healthcomp.core.auth import Principal
 from healthcomp.core.clock import to_ms
 from healthcomp.core.context import AppContext
@@ -77,7 +77,7 @@ async def sync(ctx: AppContext, principal: Principal, batch: Batch) -> SyncResul
     if synced.code is Reply.NOT_MINE:
         cid = synced.competition_id
         assert cid is not None
-        stored = await competitions.load(ctx, cid)
+        stored = await competitions_repo.load(ctx, cid)
         member = stored is not None and await reads.is_participant(ctx, cid, user_id)
         if stored is None or (not member and not stored.is_public):
             raise NotFound(f"No competition '{cid}'.", error="competition_not_found")

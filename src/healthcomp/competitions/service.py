@@ -27,7 +27,7 @@ from healthcomp.core.errors import (
 )
 from healthcomp.engine import reads, recount, rules, writes
 from healthcomp.engine.codes import Reply
-from healthcomp.users import repo as users
+from healthcomp.users import repo as users_repo
 
 log = logging.getLogger("healthcomp.competitions")
 
@@ -120,7 +120,7 @@ async def create(ctx: AppContext, principal: Principal, body: CompetitionCreate)
     _check_not_over(body.end_date, now)
     _check_backdate(principal, body.start_date, now)
     if principal.user_id is not None:
-        await users.ensure_profile(ctx, principal)
+        await users_repo.ensure_profile(ctx, principal)
     doc = _with_default_payout(body.model_dump(mode="json"))
     doc["description"] = doc.get("description") or ""
     doc["id"] = body.id or str(uuid.uuid4())
@@ -323,9 +323,9 @@ def _raise_for(code: Reply) -> None:
 async def join(ctx: AppContext, principal: Principal, stored: Stored, user_id: str) -> int:
     principal.require_self_or_service(user_id)
     if principal.user_id == user_id:
-        name = (await users.ensure_profile(ctx, principal)).display_name
+        name = (await users_repo.ensure_profile(ctx, principal)).display_name
     else:
-        existing = await users.get_profile(ctx, user_id)
+        existing = await users_repo.get_profile(ctx, user_id)
         name = existing.display_name if existing else user_id
     joined = await writes.join(ctx, stored.id, user_id, name, to_ms(ctx.clock.now()))
     _raise_for(joined.code)
