@@ -49,9 +49,11 @@ async def _users_owing(ctx: AppContext) -> list[str]:
             if node is None:
                 cursor, keys = await ctx.r.scan(cursor, match=pattern, count=1000)
             else:
-                cursor, keys = await ctx.r.scan(
+                # A cluster answers one cursor per node it asked: {node name: cursor}.
+                cursors, keys = await ctx.r.scan(
                     cursor, match=pattern, count=1000, target_nodes=node
                 )
+                cursor = cursors[node.name]
             users.update(ctx.keys.user_of(str(k)) for k in keys)
             if not cursor:
                 break
