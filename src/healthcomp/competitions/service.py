@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from datetime import date, datetime, timedelta
@@ -292,9 +291,9 @@ async def _recount_soon(ctx: AppContext, cid: str) -> None:
     ctx.background.add(task)
     task.add_done_callback(_finished)
     task.add_done_callback(ctx.background.discard)
-    # Past the wait it goes on here; the sweep resumes it if this process dies.
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(task), ctx.settings.recount_inline_seconds)
+    # Past the wait it goes on here; the sweep resumes it if this process dies. The
+    # edit is made whatever the job does: its failure is logged, never the edit's answer.
+    await asyncio.wait([task], timeout=ctx.settings.recount_inline_seconds)
 
 
 def _finished(task: asyncio.Task[bool]) -> None:

@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     recount_inline_seconds: float = Field(
         2.0, ge=0, le=60, validation_alias="HC_RECOUNT_INLINE_SECONDS"
     )
+    # Participants a recount job steps at once, and between moves of its cursor.
+    recount_chunk: int = Field(100, ge=1, le=10_000, validation_alias="HC_RECOUNT_CHUNK")
 
     @field_validator("jwt_algorithms", mode="before")
     @classmethod

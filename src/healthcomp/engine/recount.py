@@ -26,17 +26,20 @@ from healthcomp.engine.codes import Reply
 
 log = logging.getLogger("healthcomp.engine.recount")
 
-CHUNK = 100
 LEASE_MS = 15_000
-_OWNER = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+_PROCESS = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 async def run(ctx: AppContext, cid: str, now_ms: int) -> bool:
     """Run (or resume) the competition's recount job. True when no job is left to run
-    here: finished, superseded, or nothing running; False when another process holds
-    the lease."""
+    here: finished, superseded, or nothing running; False when another runner (here or
+    in another process) holds the lease."""
     k = ctx.keys
-    lease = await scripts.RECOUNT_LEASE(ctx, [k.recount(cid), k.meta(cid)], [_OWNER, LEASE_MS])
+    # One owner per run, not per process: the sweep must not walk a job beside the
+    # edit's own runner in the same process.
+    owner = f"{_PROCESS}-{uuid.uuid4().hex[:8]}"
+    chunk = ctx.settings.recount_chunk
+    lease = await scripts.RECOUNT_LEASE(ctx, [k.recount(cid), k.meta(cid)], [owner, LEASE_MS])
     if Reply(int(lease[0])) is not Reply.OK:
         state = await ctx.r.hget(k.recount(cid), "state")
         if state != "running":
@@ -47,7 +50,7 @@ async def run(ctx: AppContext, cid: str, now_ms: int) -> bool:
     window = (str(lease[4]), str(lease[5]), int(lease[6]))
     while cursor < total:
         users = [
-            str(u) for u in await ctx.r.lrange(k.recount_list(cid), cursor, cursor + CHUNK - 1)
+            str(u) for u in await ctx.r.lrange(k.recount_list(cid), cursor, cursor + chunk - 1)
         ]
         if not users:
             break
@@ -58,9 +61,7 @@ async def run(ctx: AppContext, cid: str, now_ms: int) -> bool:
         res = await scripts.RECOUNT_CURSOR(ctx, [k.recount(cid)], [rules, cursor])
         if Reply(int(res[0])) is not Reply.OK:
             return True
-        renewed = await scripts.RECOUNT_LEASE(
-            ctx, [k.recount(cid), k.meta(cid)], [_OWNER, LEASE_MS]
-        )
+        renewed = await scripts.RECOUNT_LEASE(ctx, [k.recount(cid), k.meta(cid)], [owner, LEASE_MS])
         if Reply(int(renewed[0])) is not Reply.OK:
             # Finished by the last step, or superseded.
             break
@@ -80,7 +81,9 @@ async def _step(
     k = ctx.keys
     start, end, deadline_ms = window
     days = await scripts.RECOUNT_READ(
-        ctx, [k.effective(user_id), k.windows(user_id)], [cid, start, end, deadline_ms, rules]
+        ctx,
+        [k.effective(user_id), k.windows(user_id), k.owed(user_id)],
+        [cid, start, end, deadline_ms, rules],
     )
     n = int(days[1])
     keys = [

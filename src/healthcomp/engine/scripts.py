@@ -751,15 +751,19 @@ return {OK, removed}
 """,
 )
 
-# KEYS: eff, cw; ARGV: cid, start, end, deadline_ms, rules
+# KEYS: eff, cw, owed; ARGV: cid, start, end, deadline_ms, rules
 # -> {OK, n, n x (day, ver, steps, distance, calories, active_minutes)}
 # The user's side of one recount step: the record of the window is brought up to date
-# and the effective days inside it are read.
+# and the effective days inside it are read. A user with neither a record nor an owed
+# back-fill has left: the record is not written back (their syncs and listings would
+# take the competition for theirs again).
 RECOUNT_READ = Lua(
     "engine.recount_read",
     USER_PRELUDE
     + """
-record_window(KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+local known = redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1
+  or redis.call('HEXISTS', KEYS[3], ARGV[1] .. '|*') == 1
+if known then record_window(KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]) end
 local out = {OK, 0}
 local flat = redis.call('HGETALL', KEYS[1])
 for i = 1, #flat, 2 do
