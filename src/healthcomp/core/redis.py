@@ -24,10 +24,23 @@ retrying a sent command. A cluster client retries on the same terms, plus CLUSTE
 and a slot missing from its map, both of which mean the command was not run. Cluster
 pipelines are replayed by redis-py on any connection error regardless, so they must
 hold reads only (those in this code base do).
+
+Cancellation. A task cancelled while it awaits a command stops: request deadlines
+(`core.middleware.Deadline`) and shutdown depend on it. redis-py writes a command under
+`asyncio.wait_for` when a socket timeout is set, as here, and on Python 3.11 that drops a
+cancel which lands just as the write completes; the connection raises it again. A
+cluster node takes its connection back however a command ends (redis-py 7.4 loses it when
+the command is cancelled or fails before it is written).
+
+Written against the internals of redis-py 7.4 (`connect_check_health`, `check_health`,
+`send_packed_command`, `ClusterNode.execute_command`, `NodesManager.set_nodes`,
+`RedisCluster.ERRORS_ALLOW_RETRY`); tests/core/test_unavailable.py and
+tests/core/test_cancellation.py hold the behaviour to this description.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -35,7 +48,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, cast
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, NodesManager, PipelineCommand, RedisCluster
 from redis.asyncio.connection import (
     AbstractConnection,
     BlockingConnectionPool,
@@ -52,7 +65,6 @@ from redis.exceptions import (
     SlotNotCoveredError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.maint_notifications import MaintNotificationsConfig
 
 from healthcomp.core.settings import Settings
 
@@ -108,7 +120,16 @@ class _MarksNotSent(AbstractConnection):
         if self._reader is not None and self._reader.at_eof():
             await self.disconnect()
             raise NotSentError(f"{self._host_error()} closed the connection while idle")
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
         await super().send_packed_command(command, check_health=check_health)
+        if task is not None and task.cancelling() > cancels:
+            # With a socket timeout, redis-py writes under asyncio.wait_for, which on
+            # Python 3.11 drops a cancel that lands as the write completes and returns
+            # normally: the task would run on past its deadline, or past shutdown. The
+            # command went out, so its reply must not be left for the next user.
+            await self.disconnect(nowait=True)
+            raise asyncio.CancelledError
 
 
 class _TcpConnection(_MarksNotSent, Connection):
@@ -149,6 +170,70 @@ def _retry() -> Retry:
     )
 
 
+class _Node(ClusterNode):
+    """A ClusterNode that takes its connection back however the command ends.
+
+    redis-py 7.4 returns it to the node's free list only once the command was written:
+    a command cancelled or failing before the write is done (a deadline, a refused
+    connection) loses one of the node's `max_connections` for good, and the node ends up
+    refusing every command with MaxConnectionsError. A connection comes back
+    disconnected from any of those failures, and connects again on its next use."""
+
+    __slots__ = ()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        connection = self.acquire_connection()
+        try:
+            await self.disconnect_if_needed(connection)
+            await connection.send_packed_command(connection.pack_command(*args), False)
+            return await self.parse_response(connection, args[0], **kwargs)
+        finally:
+            await self.disconnect_if_needed(connection)
+            self._free.append(connection)
+
+    async def execute_pipeline(self, commands: list[PipelineCommand]) -> bool:
+        connection = self.acquire_connection()
+        try:
+            await self.disconnect_if_needed(connection)
+            await connection.send_packed_command(
+                connection.pack_commands(cmd.args for cmd in commands), False
+            )
+            failed = False
+            for cmd in commands:
+                try:
+                    cmd.result = await self.parse_response(connection, cmd.args[0], **cmd.kwargs)
+                except Exception as exc:
+                    cmd.result = exc
+                    failed = True
+            return failed
+        finally:
+            await self.disconnect_if_needed(connection)
+            self._free.append(connection)
+
+
+def _as_node(node: ClusterNode) -> None:
+    # ClusterNode has __slots__ and _Node adds none, so the class can be swapped in place.
+    if type(node) is ClusterNode:
+        node.__class__ = _Node
+
+
+class _NodesManager(NodesManager):
+    """Makes every node it takes in (discovered, or learnt from a MOVED) a _Node: it
+    builds them as ClusterNode and puts each in through set_nodes."""
+
+    __slots__ = ()
+
+    def set_nodes(
+        self,
+        old: dict[str, ClusterNode],
+        new: dict[str, ClusterNode],
+        remove_old: bool = False,
+    ) -> None:
+        for node in new.values():
+            _as_node(node)
+        super().set_nodes(old, new, remove_old=remove_old)
+
+
 class _Cluster(RedisCluster):
     """A RedisCluster that re-sends a command only when it cannot have been executed.
 
@@ -168,8 +253,10 @@ class _Cluster(RedisCluster):
         # the kwargs dict it shares with its NodesManager, which makes every node from it.
         marked = _marked(self.connection_kwargs["connection_class"])
         self.connection_kwargs["connection_class"] = marked
+        self.nodes_manager.__class__ = _NodesManager
         for node in self.nodes_manager.startup_nodes.values():
             node.connection_class = marked
+            _as_node(node)
 
 
 def create_client(url: str, settings: Settings) -> RedisClient:
@@ -193,10 +280,6 @@ def create_client(url: str, settings: Settings) -> RedisClient:
         timeout=timeout,
         retry=_retry(),
         health_check_interval=30,
-        # With them on (redis-py's default "auto" under RESP3) the pool no longer checks
-        # that a connection it hands out is still open, and every connect sends one more
-        # command; they serve managed Redis Enterprise maintenance events only.
-        maint_notifications_config=MaintNotificationsConfig(enabled=False),
     )
     # Connections are made lazily from this class, which from_url picked from the scheme.
     pool.connection_class = _marked(pool.connection_class)
