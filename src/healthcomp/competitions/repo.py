@@ -18,7 +18,8 @@ async def load_many(ctx: AppContext, ids: list[str]) -> list[Stored | None]:
     return [Stored.of(r) if r is not None else None for r in await reads.load_many(ctx, ids)]
 
 
-# KEYS: org; ARGV: cid, ends_ms, now, maximum (0: none) -> {OK} | {TOO_MANY, open count}
+# KEYS: org; ARGV: cid, ends_ms, now, maximum (0: none), keep ('1': a counted id keeps
+# its end) -> {OK} | {TOO_MANY, open count}
 # Counts and reserves in one step, so concurrent creates cannot pass the cap together.
 _RESERVE = Lua(
     "competitions.reserve",
@@ -26,9 +27,11 @@ _RESERVE = Lua(
     + """
 local open = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[3], '+inf')
 local maximum = tonumber(ARGV[4])
-if maximum > 0 and open >= maximum and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+local known = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if maximum > 0 and open >= maximum and not known then
   return {TOO_MANY, open}
 end
+if known and ARGV[5] == '1' then return {OK} end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 return {OK}
 """,
@@ -36,10 +39,21 @@ return {OK}
 
 
 async def reserve_organized(
-    ctx: AppContext, user_id: str, cid: str, *, ends_ms: int, now_ms: int, maximum: int
+    ctx: AppContext,
+    user_id: str,
+    cid: str,
+    *,
+    ends_ms: int,
+    now_ms: int,
+    maximum: int,
+    keep: bool = False,
 ) -> int | None:
-    """Count `cid` among the user's open competitions; the open count when over the cap."""
-    res = await _RESERVE(ctx, [ctx.keys.organized(user_id)], [cid, ends_ms, now_ms, maximum])
+    """Count `cid` among the user's open competitions; the open count when over the cap.
+
+    `keep` (a create): an id already counted keeps its end, so creating an id that
+    exists (refused afterwards) neither reopens a cancelled one nor moves an end."""
+    args = [cid, ends_ms, now_ms, maximum, "1" if keep else "0"]
+    res = await _RESERVE(ctx, [ctx.keys.organized(user_id)], args)
     return int(res[1]) if Reply(int(res[0])) is Reply.TOO_MANY else None
 
 

@@ -136,6 +136,7 @@ async def create(ctx: AppContext, principal: Principal, body: CompetitionCreate)
             ends_ms=to_ms(rules.ends_at(body.end_date)),
             now_ms=now_ms,
             maximum=ctx.settings.max_open_competitions,
+            keep=True,
         )
         if over is not None:
             raise Conflict(
@@ -251,8 +252,9 @@ async def update(
             ) from None
         _check_rules(merged)
         _check_not_over(date.fromisoformat(merged["end_date"]), now)
-        created = datetime.fromisoformat(stored.doc["created_at"].replace("Z", "+00:00"))
-        _check_backdate(principal, date.fromisoformat(merged["start_date"]), created)
+        if merged["start_date"] != stored.doc["start_date"]:  # a start the service set stays
+            created = datetime.fromisoformat(stored.doc["created_at"].replace("Z", "+00:00"))
+            _check_backdate(principal, date.fromisoformat(merged["start_date"]), created)
         merged["updated_at"] = rfc3339(now)
         recount_needed = any(merged.get(f) != stored.doc.get(f) for f in RECOUNT_FIELDS)
         res = await writes.update(

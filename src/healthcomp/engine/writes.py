@@ -312,7 +312,10 @@ async def push(
         done.extend(by_comp[cid])
         if applied.code is Reply.OK:
             results[cid] = applied
-        elif applied.code in (Reply.NO_COMPETITION, Reply.CLOSED):
+        elif applied.code is Reply.NO_COMPETITION:
+            # Gone. A closed (cancelled, finalized) one stays on the user's record like
+            # an ended one: it is still theirs, in their listings; its deadline stops
+            # new marks for it.
             forget.append(cid)
     if done or forget:
         args: list[Any] = [len(done)]
