@@ -27,5 +27,12 @@ class AppContext:
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property
-    def r(self) -> RedisClient:
-        return self.redis.client
+    def r(self) -> Any:
+        """The Redis client (a `Redis` or a `RedisCluster`).
+
+        Typed `Any` on purpose: redis-py 7 annotates its asyncio commands with the sync
+        client's `Awaitable[T] | T`, so every `await` would need a cast that checks
+        nothing. The engine's scripts and reads turn replies into typed values at once.
+        """
+        client: RedisClient = self.redis.client
+        return client
