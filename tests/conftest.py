@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import hypothesis
 import pytest
 from fastapi import FastAPI
 from pydantic import AliasChoices, AliasPath
@@ -30,6 +31,14 @@ from healthcomp.core.context import AppContext
 from healthcomp.core.embedded import EmbeddedRedis
 from healthcomp.core.redis import create_client
 from healthcomp.core.settings import Settings
+
+# Property tests: a quick run by default, many more examples in CI (env CI set), or any
+# profile named by HYPOTHESIS_PROFILE.
+hypothesis.settings.register_profile("dev", max_examples=100)
+hypothesis.settings.register_profile("ci", max_examples=1000)
+hypothesis.settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
 
 TEST_SECRET = "test-secret-" + "x" * 40
 BACKEND = os.environ.get("HC_TEST_BACKEND", "embedded")

@@ -60,6 +60,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import (
     ClusterDownError,
+    MaxConnectionsError,
     RedisClusterException,
     RedisError,
     SlotNotCoveredError,
@@ -177,12 +178,27 @@ class _Node(ClusterNode):
     a command cancelled or failing before the write is done (a deadline, a refused
     connection) loses one of the node's `max_connections` for good, and the node ends up
     refusing every command with MaxConnectionsError. A connection comes back
-    disconnected from any of those failures, and connects again on its next use."""
+    disconnected from any of those failures, and connects again on its next use.
+
+    It also waits for a free connection when all `max_connections` are busy, as the
+    standalone client's blocking pool does (up to the socket timeout); redis-py raises
+    MaxConnectionsError at once, so a burst of concurrent requests answered 503."""
 
     __slots__ = ()
 
+    async def _acquire(self) -> Connection:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + float(self.connection_kwargs.get("socket_timeout") or 1.0)
+        while True:
+            try:
+                return self.acquire_connection()
+            except MaxConnectionsError:
+                if loop.time() >= give_up:
+                    raise
+            await asyncio.sleep(0.001)  # nothing is held while waiting
+
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        connection = self.acquire_connection()
+        connection = await self._acquire()
         try:
             await self.disconnect_if_needed(connection)
             await connection.send_packed_command(connection.pack_command(*args), False)
@@ -192,7 +208,7 @@ class _Node(ClusterNode):
             self._free.append(connection)
 
     async def execute_pipeline(self, commands: list[PipelineCommand]) -> bool:
-        connection = self.acquire_connection()
+        connection = await self._acquire()
         try:
             await self.disconnect_if_needed(connection)
             await connection.send_packed_command(
