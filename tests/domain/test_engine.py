@@ -14,7 +14,7 @@ import pytest
 
 from healthcomp.core.clock import FixedClock, to_ms
 from healthcomp.core.context import AppContext
-from healthcomp.engine import reads, scripts, sweep, writes
+from healthcomp.engine import reads, sweep, writes
 from healthcomp.engine.codes import Reply
 from healthcomp.engine.model import Event, Push
 from healthcomp.engine.rules import deadline
@@ -121,18 +121,7 @@ async def test_joins_racing_first_syncs_count_every_day(
 async def _join_step_only(ctx: AppContext, cid: str, user: str, now_ms: int) -> None:
     """What `writes.join` does before a request dies: the owed back-fill is recorded,
     the join script runs, the back-fill never does."""
-    k = ctx.keys
-    await scripts.OWE_BACKFILL(ctx, [k.owed(user)], [cid, now_ms])
-    keys = [
-        k.meta(cid),
-        k.board(cid),
-        k.entries(cid),
-        k.names(cid),
-        k.participations(cid),
-        k.adjustments(cid),
-        k.events(cid),
-    ]
-    res = await scripts.JOIN(ctx, keys, [cid, user, now_ms, user])
+    res = await writes.join_step(ctx, cid, user, user, now_ms)
     assert Reply(int(res[0])) is Reply.OK
 
 

@@ -21,7 +21,7 @@ import uuid
 from typing import Any
 
 from healthcomp.core.context import AppContext
-from healthcomp.engine import scripts
+from healthcomp.engine import scripts, writes
 from healthcomp.engine.codes import Reply
 
 log = logging.getLogger("healthcomp.engine.recount")
@@ -86,17 +86,14 @@ async def _step(
         [cid, start, end, deadline_ms, rules],
     )
     n = int(days[1])
-    keys = [
-        k.meta(cid),
-        k.board(cid),
-        k.entries(cid),
+    keys = writes.board_keys(
+        ctx,
+        cid,
         k.participant_days(cid, user_id),
         k.adjustments(cid),
-        k.names(cid),
-        k.events(cid),
         k.recount(cid),
         k.recount_done(cid),
-    ]
+    )
     args: list[Any] = [cid, user_id, now_ms, rules, n, *days[2 : 2 + n * 6]]
     res = await scripts.RECOUNT_STEP(ctx, keys, args)
     return Reply(int(res[0]))

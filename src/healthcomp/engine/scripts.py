@@ -93,6 +93,14 @@ local function place(meta, lb, user, e, prev_sc)
   if new_idx < old_idx then return users_between(lb, new_idx + 1, old_idx), {{}} end
   return {{}}, users_between(lb, old_idx, new_idx - 1)
 end
+-- The competition's fields (`state` first, then those named), or nil and the reply
+-- code saying why it takes no change (unknown, or cancelled/finalized).
+local function open_meta(meta, ...)
+  local m = redis.call('HMGET', meta, 'state', ...)
+  if not m[1] then return nil, NO_COMPETITION end
+  if m[1] ~= 'open' then return nil, CLOSED end
+  return m
+end
 local function emit(meta, ev, event)
   local ver = redis.call('HINCRBY', meta, 'ver', 1)
   event.event_id = ver
@@ -101,7 +109,8 @@ local function emit(meta, ev, event)
   return ver
 end
 -- Stores a participant's changed entry, re-ranks it and emits the event.
--- K: meta, lb, entry, names, ev. prev_sc is nil for a new entry.
+-- K: meta, lb, entry, names, ev (every participant script's first five keys).
+-- prev_sc is nil for a new entry.
 local function commit(K, cid, user, e, prev_sc, kind, now)
   local prev_rank = cjson.null
   if prev_sc ~= nil and e.m and redis.call('ZSCORE', K[2], e.m) then
@@ -143,9 +152,8 @@ UPDATE = Lua(
     "engine.update",
     PRELUDE
     + """
-local m = redis.call('HMGET', KEYS[1], 'state', 'doc')
-if not m[1] then return {NO_COMPETITION} end
-if m[1] ~= 'open' then return {CLOSED} end
+local m, err = open_meta(KEYS[1], 'doc')
+if not m then return {err} end
 if m[2] ~= ARGV[2] then return {STALE} end
 local count = redis.call('HLEN', KEYS[2])
 local maxp = tonumber(ARGV[4])
@@ -167,7 +175,7 @@ return {OK, rules, #users}
 """,
 )
 
-# KEYS: meta, lb, entry, names, parts, adj, ev
+# KEYS: meta, lb, entry, names, ev, parts, adj
 # ARGV: cid, user, now, display name
 # -> {OK, count, start, end, deadline, rules, event_id} | {ALREADY_JOINED, count, start,
 #    end, deadline, rules} | {NO_COMPETITION} | {CLOSED} | {ENDED} | {FULL}
@@ -177,10 +185,9 @@ JOIN = Lua(
     "engine.join",
     PRELUDE
     + """
-local m = redis.call('HMGET', KEYS[1], 'state', 'ends_ms', 'max_participants', 'metric_idx',
-                     'format', 'start_date', 'end_date', 'deadline_ms', 'fee', 'rules')
-if not m[1] then return {NO_COMPETITION} end
-if m[1] ~= 'open' then return {CLOSED} end
+local m, err = open_meta(KEYS[1], 'ends_ms', 'max_participants', 'metric_idx',
+                           'format', 'start_date', 'end_date', 'deadline_ms', 'fee', 'rules')
+if not m then return {err} end
 local cid, user, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if redis.call('HEXISTS', KEYS[3], user) == 1 then
   return {ALREADY_JOINED, redis.call('HLEN', KEYS[3]), m[6], m[7], m[8], m[10]}
@@ -189,22 +196,22 @@ if now >= tonumber(m[2]) then return {ENDED} end
 local maxp = tonumber(m[3])
 if maxp > 0 and redis.call('HLEN', KEYS[3]) >= maxp then return {FULL} end
 local e = {t = {0, 0, 0, 0}, g = 0, sc = 0, ls = 0, u = now, j = now}
-e.sc = score_of(e, offsets(KEYS[6], user), tonumber(m[4]) + 1, m[5] == 'goal')
+e.sc = score_of(e, offsets(KEYS[7], user), tonumber(m[4]) + 1, m[5] == 'goal')
 redis.call('HSET', KEYS[4], user, ARGV[4])
 local p = {}
-local praw = redis.call('HGET', KEYS[5], user)
+local praw = redis.call('HGET', KEYS[6], user)
 if praw then p = cjson.decode(praw) end
 p.state, p.joined_at, p.left_at = 'active', now, cjson.null
 p.joins = (p.joins or 0) + 1
 p.fee_cents = tonumber(m[9] or '0')
-redis.call('HSET', KEYS[5], user, cjson.encode(p))
-local _, _, ver = commit({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[7]}, cid, user, e, nil,
+redis.call('HSET', KEYS[6], user, cjson.encode(p))
+local _, _, ver = commit(KEYS, cid, user, e, nil,
                          'join', now)
 return {OK, redis.call('HLEN', KEYS[3]), m[6], m[7], m[8], m[10], ver}
 """,
 )
 
-# KEYS: meta, lb, entry, names, pdays, parts, ev
+# KEYS: meta, lb, entry, names, ev, pdays, parts
 # ARGV: cid, user, now -> {OK, count, event_id} | {NO_COMPETITION} | {CLOSED} | {ENDED}
 #    | {NOT_PARTICIPANT}
 # The board entry and the counted days go; the participation record (with its fee) and
@@ -213,9 +220,8 @@ LEAVE = Lua(
     "engine.leave",
     PRELUDE
     + """
-local m = redis.call('HMGET', KEYS[1], 'state', 'ends_ms')
-if not m[1] then return {NO_COMPETITION} end
-if m[1] ~= 'open' then return {CLOSED} end
+local m, err = open_meta(KEYS[1], 'ends_ms')
+if not m then return {err} end
 local cid, user, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if now >= tonumber(m[2]) then return {ENDED} end
 local raw = redis.call('HGET', KEYS[3], user)
@@ -229,20 +235,20 @@ end
 local name = redis.call('HGET', KEYS[4], user) or user
 redis.call('HDEL', KEYS[3], user)
 redis.call('HDEL', KEYS[4], user)
-redis.call('DEL', KEYS[5])
+redis.call('DEL', KEYS[6])
 local p = {}
-local praw = redis.call('HGET', KEYS[6], user)
+local praw = redis.call('HGET', KEYS[7], user)
 if praw then p = cjson.decode(praw) end
 p.state, p.left_at = 'left', now
-redis.call('HSET', KEYS[6], user, cjson.encode(p))
-local ver = emit(KEYS[1], KEYS[7], {type = 'leave', competition_id = cid, user_id = user,
+redis.call('HSET', KEYS[7], user, cjson.encode(p))
+local ver = emit(KEYS[1], KEYS[5], {type = 'leave', competition_id = cid, user_id = user,
   user_name = name, score = cjson.null, previous_score = e.sc, rank = cjson.null,
   previous_rank = prev_rank, passed = {}, passed_by = {}, at = now})
 return {OK, redis.call('HLEN', KEYS[3]), ver}
 """,
 )
 
-# KEYS: meta, lb, entry, pdays, adj, names, ev
+# KEYS: meta, lb, entry, names, ev, pdays, adj
 # ARGV: cid, user, now, n, then n x (day, ver, steps, distance, calories, active_minutes,
 #       synced_ms)
 # -> {OK, score, rank, previous_rank, event_id, changed} | {NO_COMPETITION} | {CLOSED}
@@ -255,10 +261,9 @@ APPLY = Lua(
     "engine.apply",
     PRELUDE
     + """
-local m = redis.call('HMGET', KEYS[1], 'state', 'start_date', 'end_date', 'deadline_ms',
-                     'metric_idx', 'format', 'daily_target')
-if not m[1] then return {NO_COMPETITION} end
-if m[1] ~= 'open' then return {CLOSED} end
+local m, err = open_meta(KEYS[1], 'start_date', 'end_date', 'deadline_ms',
+                           'metric_idx', 'format', 'daily_target')
+if not m then return {err} end
 local cid, user, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local raw = redis.call('HGET', KEYS[3], user)
 if not raw then return {NOT_PARTICIPANT} end
@@ -270,13 +275,13 @@ for i = 0, tonumber(ARGV[4]) - 1 do
   local b = 5 + i * 7
   local day, ver = ARGV[b], tonumber(ARGV[b + 1])
   if day >= m[2] and day <= m[3] and tonumber(ARGV[b + 6]) <= deadline then
-    local old = redis.call('HGET', KEYS[4], day)
+    local old = redis.call('HGET', KEYS[6], day)
     local ov, o = 0, {0, 0, 0, 0}
     if old then ov, o = parse_day(old) end
     if ver > ov then
       local v = {tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]),
                  tonumber(ARGV[b + 5])}
-      redis.call('HSET', KEYS[4], day, day_value(ver, v))
+      redis.call('HSET', KEYS[6], day, day_value(ver, v))
       for k = 1, 4 do e.t[k] = e.t[k] + v[k] - o[k] end
       if goal then
         local met_new = (v[mi] >= target) and 1 or 0
@@ -292,15 +297,15 @@ if not changed then
   return {OK, e.sc, rank, rank, tonumber(redis.call('HGET', KEYS[1], 'ver') or '0'), 0}
 end
 local prev_sc = e.sc
-e.sc = score_of(e, offsets(KEYS[5], user), mi, goal)
+e.sc = score_of(e, offsets(KEYS[7], user), mi, goal)
 e.ls, e.u = now, now
-local rank, prev_rank, ver = commit({KEYS[1], KEYS[2], KEYS[3], KEYS[6], KEYS[7]}, cid, user,
+local rank, prev_rank, ver = commit(KEYS, cid, user,
                                     e, prev_sc, 'sync', now)
 return {OK, e.sc, rank, prev_rank, ver, 1}
 """,
 )
 
-# KEYS: meta, lb, entry, adj, audit, names, ev
+# KEYS: meta, lb, entry, names, ev, adj, audit
 # ARGV: cid, user, now, actor, is_service ('1'|'0'), reason,
 #       then 5 x (given '1'|'0', value) for steps, distance, calories, active_minutes,
 #       goal_days
@@ -312,9 +317,8 @@ SET_TOTALS = Lua(
     "engine.set_totals",
     PRELUDE
     + """
-local m = redis.call('HMGET', KEYS[1], 'state', 'metric_idx', 'format', 'deadline_ms', 'money')
-if not m[1] then return {NO_COMPETITION} end
-if m[1] ~= 'open' then return {CLOSED} end
+local m, err = open_meta(KEYS[1], 'metric_idx', 'format', 'deadline_ms', 'money')
+if not m then return {err} end
 local cid, user, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local raw = redis.call('HGET', KEYS[3], user)
 if not raw then return {NOT_PARTICIPANT} end
@@ -324,7 +328,7 @@ if ARGV[5] ~= '1' then
 end
 local e = cjson.decode(raw)
 local mi, goal = tonumber(m[2]) + 1, m[3] == 'goal'
-local off = offsets(KEYS[4], user)
+local off = offsets(KEYS[6], user)
 local base = {e.t[1], e.t[2], e.t[3], e.t[4], e.g}
 local before, after = {}, {}
 for k = 1, 5 do
@@ -332,13 +336,13 @@ for k = 1, 5 do
   if ARGV[5 + 2 * k] == '1' then off[k] = tonumber(ARGV[6 + 2 * k]) - base[k] end
   after[k] = math.max(0, base[k] + off[k])
 end
-redis.call('HSET', KEYS[4], user, cjson.encode(off))
+redis.call('HSET', KEYS[6], user, cjson.encode(off))
 local prev_sc = e.sc
 e.sc = score_of(e, off, mi, goal)
 e.u = now
-local rank, prev_rank, ver = commit({KEYS[1], KEYS[2], KEYS[3], KEYS[6], KEYS[7]}, cid, user,
+local rank, prev_rank, ver = commit(KEYS, cid, user,
                                     e, prev_sc, 'write', now)
-redis.call('RPUSH', KEYS[5], cjson.encode({at = now, by = ARGV[4], action = 'set_totals',
+redis.call('RPUSH', KEYS[7], cjson.encode({at = now, by = ARGV[4], action = 'set_totals',
   user_id = user, reason = ARGV[6], before = before, after = after, score_before = prev_sc,
   score_after = e.sc, event_id = ver}))
 return {OK, e.sc, rank, prev_rank, cjson.encode(before), cjson.encode(after), ver}
@@ -352,9 +356,8 @@ CANCEL = Lua(
     "engine.cancel",
     PRELUDE
     + """
-local m = redis.call('HMGET', KEYS[1], 'state', 'ends_ms')
-if not m[1] then return {NO_COMPETITION} end
-if m[1] ~= 'open' then return {CLOSED} end
+local m, err = open_meta(KEYS[1], 'ends_ms')
+if not m then return {err} end
 local now = tonumber(ARGV[4])
 if ARGV[3] ~= '1' and now >= tonumber(m[2]) then return {ENDED} end
 redis.call('HSET', KEYS[1], 'state', 'cancelled', 'cancelled_ms', fmt(now))
@@ -365,22 +368,22 @@ return {OK, ver}
 """,
 )
 
-# KEYS: meta, entry, names, ev; ARGV: cid, user, name, now
+# KEYS: meta, lb, entry, names, ev; ARGV: cid, user, name, now
 # -> {OK, changed} | {NOT_PARTICIPANT}
 RENAME = Lua(
     "engine.rename",
     PRELUDE
     + """
-if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then return {NOT_PARTICIPANT} end
-if redis.call('HGET', KEYS[3], ARGV[2]) == ARGV[3] then return {OK, 0} end
-redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
-emit(KEYS[1], KEYS[4], {type = 'rename', competition_id = ARGV[1], user_id = ARGV[2],
+if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 0 then return {NOT_PARTICIPANT} end
+if redis.call('HGET', KEYS[4], ARGV[2]) == ARGV[3] then return {OK, 0} end
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
+emit(KEYS[1], KEYS[5], {type = 'rename', competition_id = ARGV[1], user_id = ARGV[2],
   user_name = ARGV[3], at = tonumber(ARGV[4])})
 return {OK, 1}
 """,
 )
 
-# KEYS: meta, lb, entry, pdays, adj, names, ev, rc, rcd
+# KEYS: meta, lb, entry, names, ev, pdays, adj, rc, rcd
 # ARGV: cid, user, now, rules, n, then n x (day, ver, steps, distance, calories, minutes)
 # -> {OK, changed} | {STALE} (the job was superseded by a newer rule change)
 # One participant of a recount, atomically: the counted days are those of the new
@@ -400,7 +403,7 @@ local function done_one()
     if done >= tonumber(redis.call('HGET', KEYS[8], 'total')) then
       redis.call('HSET', KEYS[8], 'state', 'done', 'finished_ms', fmt(now))
       redis.call('DEL', KEYS[9])
-      emit(KEYS[1], KEYS[7], {type = 'recounted', competition_id = cid, at = now})
+      emit(KEYS[1], KEYS[5], {type = 'recounted', competition_id = cid, at = now})
     end
   end
 end
@@ -412,7 +415,7 @@ if not raw or m[1] ~= 'open' then
   return {OK, 0}
 end
 local days = {}
-local flat = redis.call('HGETALL', KEYS[4])
+local flat = redis.call('HGETALL', KEYS[6])
 for i = 1, #flat, 2 do
   if flat[i] >= m[2] and flat[i] <= m[3] then
     local ov, o = parse_day(flat[i + 1])
@@ -427,11 +430,11 @@ for i = 0, tonumber(ARGV[5]) - 1 do
                        tonumber(ARGV[b + 5])}}
   end
 end
-redis.call('DEL', KEYS[4])
+redis.call('DEL', KEYS[6])
 local mi, goal, target = tonumber(m[4]) + 1, m[5] == 'goal', tonumber(m[6])
 local t, g = {0, 0, 0, 0}, 0
 for day, d in pairs(days) do
-  redis.call('HSET', KEYS[4], day, day_value(d[1], d[2]))
+  redis.call('HSET', KEYS[6], day, day_value(d[1], d[2]))
   for k = 1, 4 do t[k] = t[k] + d[2][k] end
   if goal and d[2][mi] >= target then g = g + 1 end
 end
@@ -440,11 +443,11 @@ local prev_sc = e.sc
 local same = g == e.g
 for k = 1, 4 do same = same and t[k] == e.t[k] end
 e.t, e.g = t, g
-e.sc = score_of(e, offsets(KEYS[5], user), mi, goal)
+e.sc = score_of(e, offsets(KEYS[7], user), mi, goal)
 local changed = 0
 if not same or e.sc ~= prev_sc then
   e.u = now
-  commit({KEYS[1], KEYS[2], KEYS[3], KEYS[6], KEYS[7]}, cid, user, e, prev_sc, 'recount', now)
+  commit(KEYS, cid, user, e, prev_sc, 'recount', now)
   changed = 1
 end
 done_one()

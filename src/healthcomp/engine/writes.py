@@ -43,6 +43,13 @@ def _flat(fields: dict[str, str]) -> list[str]:
     return [x for pair in fields.items() for x in pair]
 
 
+def board_keys(ctx: AppContext, cid: str, *extra: str) -> list[str]:
+    """The first five keys of every script that changes a participant's entry (meta,
+    lb, entry, names, ev: what `commit` in the scripts' prelude writes), then `extra`."""
+    k = ctx.keys
+    return [k.meta(cid), k.board(cid), k.entries(cid), k.names(cid), k.events(cid), *extra]
+
+
 # --- competitions --------------------------------------------------------------------
 
 
@@ -119,18 +126,7 @@ async def join(ctx: AppContext, cid: str, user_id: str, name: str, now_ms: int) 
     that dies after the join leaves work the sweep finishes; a retried join (answered
     `ALREADY_JOINED`) completes it too.
     """
-    k = ctx.keys
-    await scripts.OWE_BACKFILL(ctx, [k.owed(user_id)], [cid, now_ms])
-    keys = [
-        k.meta(cid),
-        k.board(cid),
-        k.entries(cid),
-        k.names(cid),
-        k.participations(cid),
-        k.adjustments(cid),
-        k.events(cid),
-    ]
-    res = await scripts.JOIN(ctx, keys, [cid, user_id, now_ms, name])
+    res = await join_step(ctx, cid, user_id, name, now_ms)
     code = Reply(int(res[0]))
     if code not in (Reply.OK, Reply.ALREADY_JOINED):
         await _forget(ctx, user_id, cid)
@@ -138,6 +134,16 @@ async def join(ctx: AppContext, cid: str, user_id: str, name: str, now_ms: int) 
     window = (str(res[2]), str(res[3]), int(res[4]), int(res[5]))
     await backfill(ctx, user_id, cid, window, now_ms)
     return Joined(code, int(res[1]))
+
+
+async def join_step(ctx: AppContext, cid: str, user_id: str, name: str, now_ms: int) -> list[Any]:
+    """The join alone (the back-fill recorded as owed, then the join script): what a
+    request that dies right after it leaves behind. Answers the script's reply."""
+    k = ctx.keys
+    await scripts.OWE_BACKFILL(ctx, [k.owed(user_id)], [cid, now_ms])
+    keys = board_keys(ctx, cid, k.participations(cid), k.adjustments(cid))
+    res: list[Any] = await scripts.JOIN(ctx, keys, [cid, user_id, now_ms, name])
+    return res
 
 
 async def backfill(
@@ -157,15 +163,7 @@ async def backfill(
 
 async def leave(ctx: AppContext, cid: str, user_id: str, now_ms: int) -> Joined:
     k = ctx.keys
-    keys = [
-        k.meta(cid),
-        k.board(cid),
-        k.entries(cid),
-        k.names(cid),
-        k.participant_days(cid, user_id),
-        k.participations(cid),
-        k.events(cid),
-    ]
+    keys = board_keys(ctx, cid, k.participant_days(cid, user_id), k.participations(cid))
     res = await scripts.LEAVE(ctx, keys, [cid, user_id, now_ms])
     code = Reply(int(res[0]))
     if code is Reply.OK:
@@ -184,8 +182,7 @@ async def rename_everywhere(ctx: AppContext, user_id: str, name: str, now_ms: in
     """A new display name reaches every board the user is on."""
     k = ctx.keys
     for cid in sorted(str(c) for c in await ctx.r.hkeys(k.windows(user_id))):
-        keys = [k.meta(cid), k.entries(cid), k.names(cid), k.events(cid)]
-        await scripts.RENAME(ctx, keys, [cid, user_id, name, now_ms])
+        await scripts.RENAME(ctx, board_keys(ctx, cid), [cid, user_id, name, now_ms])
 
 
 @dataclass(frozen=True)
@@ -213,15 +210,7 @@ async def set_totals(
     """A trusted write: (steps, distance, calories, active_minutes, goal_days), None
     where unchanged."""
     k = ctx.keys
-    keys = [
-        k.meta(cid),
-        k.board(cid),
-        k.entries(cid),
-        k.adjustments(cid),
-        k.audit(cid),
-        k.names(cid),
-        k.events(cid),
-    ]
+    keys = board_keys(ctx, cid, k.adjustments(cid), k.audit(cid))
     args: list[Any] = [cid, user_id, now_ms, actor, "1" if is_service else "0", reason]
     for value in values:
         args.extend(["0", 0] if value is None else ["1", int(value)])
@@ -331,15 +320,7 @@ async def _apply(
     ctx: AppContext, cid: str, user_id: str, items: Sequence[Push], now_ms: int
 ) -> Applied | None:
     k = ctx.keys
-    keys = [
-        k.meta(cid),
-        k.board(cid),
-        k.entries(cid),
-        k.participant_days(cid, user_id),
-        k.adjustments(cid),
-        k.names(cid),
-        k.events(cid),
-    ]
+    keys = board_keys(ctx, cid, k.participant_days(cid, user_id), k.adjustments(cid))
     args: list[Any] = [cid, user_id, now_ms, len(items)]
     for item in items:
         args.extend([item.day, item.ver, *item.values, item.synced_ms])
