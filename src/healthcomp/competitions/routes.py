@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -107,36 +108,39 @@ async def edit(
     return ok(stored.view(ctx.clock.now()), "Competition updated.")
 
 
-@router.post(
-    "/{competition_id}/join",
-    response_model=Envelope[MembershipResult],
-    summary="Join before the end, within max_participants",
-)
-async def join(
-    ctx: Ctx,
-    principal: CurrentPrincipal,
-    stored: AnyCompetition,
-    body: Membership | None = None,
-) -> JSONBytes:
-    user_id = _member(principal, body)
-    count = await service.join(ctx, principal, stored, user_id)
-    return ok(_membership(stored.id, user_id, count), "Joined.")
+def _membership_route(
+    action: str, summary: str, change: Callable[..., Awaitable[int]], message: str
+) -> None:
+    """POST /{competition_id}/join and /leave: the caller, or the user a service call
+    names; answers the new participant count."""
+
+    async def route(
+        ctx: Ctx,
+        principal: CurrentPrincipal,
+        stored: AnyCompetition,
+        body: Membership | None = None,
+    ) -> JSONBytes:
+        user_id = _member(principal, body)
+        count = await change(ctx, principal, stored, user_id)
+        return ok(_membership(stored.id, user_id, count), message)
+
+    router.add_api_route(
+        f"/{{competition_id}}/{action}",
+        route,
+        methods=["POST"],
+        name=action,
+        response_model=Envelope[MembershipResult],
+        summary=summary,
+    )
 
 
-@router.post(
-    "/{competition_id}/leave",
-    response_model=Envelope[MembershipResult],
-    summary="Leave before the end; your entry leaves the board, the record of taking part stays",
+_membership_route("join", "Join before the end, within max_participants", service.join, "Joined.")
+_membership_route(
+    "leave",
+    "Leave before the end; your entry leaves the board, the record of taking part stays",
+    service.leave,
+    "Left.",
 )
-async def leave(
-    ctx: Ctx,
-    principal: CurrentPrincipal,
-    stored: AnyCompetition,
-    body: Membership | None = None,
-) -> JSONBytes:
-    user_id = _member(principal, body)
-    count = await service.leave(ctx, principal, stored, user_id)
-    return ok(_membership(stored.id, user_id, count), "Left.")
 
 
 @router.post(
