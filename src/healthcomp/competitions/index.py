@@ -17,21 +17,18 @@ from typing import Any
 
 from healthcomp.core.context import AppContext
 from healthcomp.core.keys import LISTINGS
-from healthcomp.core.lua import Lua
+from healthcomp.core.lua import LUA_SPLIT, Lua
 
 DESCENDING = frozenset({"created", "ended", "cancelled", "finalized"})
 
-_PRELUDE = """
+_PRELUDE = (
+    LUA_SPLIT
+    + """
 local NAMES = {'created', 'upcoming', 'active', 'ended', 'cancelled', 'finalized'}
 local function zkey(scope, name)
   for i, n in ipairs(NAMES) do
     if n == name then return KEYS[2 + (scope - 1) * 6 + i] end
   end
-end
-local function split(s)
-  local p = {}
-  for x in string.gmatch(s, '[^|]+') do p[#p + 1] = x end
-  return p
 end
 local function place(cid, rec, now)
   local p = split(rec)
@@ -71,6 +68,7 @@ local function advance(now)
   redis.call('SET', KEYS[2], string.format('%d', now))
 end
 """
+)
 
 # KEYS: times, asof, all:*, pub:* ; ARGV: cid, record, now
 _UPSERT = Lua(

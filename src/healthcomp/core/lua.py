@@ -6,6 +6,16 @@ from typing import Any
 
 from healthcomp.core.context import AppContext
 
+# Lua helpers shared by scripts of several domains.
+# split('a|b|c') -> {'a', 'b', 'c'}: the `|`-separated records the scripts keep.
+LUA_SPLIT = """
+local function split(s)
+  local p = {}
+  for x in string.gmatch(s, '[^|]+') do p[#p + 1] = x end
+  return p
+end
+"""
+
 
 class Lua:
     """A script kept next to the domain that owns its keys.

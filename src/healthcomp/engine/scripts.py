@@ -21,7 +21,7 @@ Each script takes only keys of one hash tag: the competition's `{c:C}` or the us
 
 from __future__ import annotations
 
-from healthcomp.core.lua import Lua
+from healthcomp.core.lua import LUA_SPLIT, Lua
 from healthcomp.engine.codes import lua_constants
 
 EVENT_BACKLOG = 1000  # events kept per competition (approximate trim, at least this)
@@ -584,6 +584,7 @@ return {OK, e.sc, rank_of(KEYS[1], e.sc), raw, gap}
 
 USER_PRELUDE = (
     lua_constants()
+    + LUA_SPLIT
     + """
 -- Marks (competition, day) as owed to a competition, with a snapshot of what to push
 -- and when it was stored; a newer mark replaces an older one (seq + 1).
@@ -600,11 +601,6 @@ local function mark(eff, owed, out, cid, day, t)
   redis.call('HSET', owed, field, value)
   out[#out + 1] = field
   out[#out + 1] = value
-end
-local function split(s)
-  local p = {}
-  for x in string.gmatch(s, '[^|]+') do p[#p + 1] = x end
-  return p
 end
 -- Records a competition's window (`start|end|deadline_ms|rules`) unless a newer rules
 -- version is recorded already (a recount step that ran first); answers the window kept.
