@@ -134,6 +134,16 @@ async def test_public_competition(client: httpx.AsyncClient) -> None:
             assert resp.status_code == 200, resp.text
     resp = await client.get(f"{API}/competitions/pub/participants", headers=auth("b"))
     assert [e["user_id"] for e in resp.json()["data"]["entries"]] == ["a", "b"]
+    # Stats and history through it: the members' days stay with the members.
+    for kind in ("stats", "history"):
+        resp = await client.get(
+            f"{API}/fitness/{kind}/a", params={"competition_id": "pub"}, headers=auth("outsider")
+        )
+        assert_error(resp, 403, "not_participant")
+        resp = await client.get(
+            f"{API}/fitness/{kind}/a", params={"competition_id": "pub"}, headers=auth("b")
+        )
+        assert resp.status_code == 200, resp.text
 
     # Made private: the outsider no longer sees the board.
     resp = await client.patch(

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from healthcomp.core.clock import FixedClock, to_ms
+from healthcomp.core.clock import FixedClock, from_ms, to_ms
 from healthcomp.core.context import AppContext
 from healthcomp.engine import reads, sweep, writes
 from healthcomp.engine.codes import Reply
@@ -509,7 +509,7 @@ async def test_a_cancel_leaves_an_audit_record(
         last = (await _events(ctx, cid))[-1]
         assert last.data["type"] == "cancelled"
         assert [(r["action"], r["by"], r["reason"], r["at"], r["event_id"]) for r in records] == [
-            ("cancel", by, reason, now_ms, last.event_id)
+            ("cancel", by, reason, from_ms(now_ms), last.event_id)
         ]
     # The organizer sees it too; a participant sees only records about themself.
     resp = await client.get(f"{API}/competitions/c/audit", headers=auth("org"))

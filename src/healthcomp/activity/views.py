@@ -11,7 +11,7 @@ from healthcomp.competitions.model import Stored
 from healthcomp.core.auth import Principal
 from healthcomp.core.clock import from_ms
 from healthcomp.core.context import AppContext
-from healthcomp.core.errors import NotFound, ValidationFailed
+from healthcomp.core.errors import Forbidden, NotFound, ValidationFailed
 from healthcomp.engine import reads
 from healthcomp.engine.model import METRIC_NAMES
 from healthcomp.leaderboard import service as leaderboard
@@ -46,7 +46,14 @@ async def check_access(
     if competition_id is not None:
         stored = await access.get(ctx, competition_id)
         if not await access.is_member(ctx, stored, principal):
-            raise access.not_found(competition_id)
+            await access.refuse(
+                ctx,
+                stored,
+                principal,
+                Forbidden(
+                    "Only participants and the organizer may see this.", error="not_participant"
+                ),
+            )
         if not await reads.is_participant(ctx, competition_id, user_id):
             raise NotFound(
                 f"'{user_id}' does not take part in '{competition_id}'.",

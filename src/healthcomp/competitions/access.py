@@ -41,7 +41,7 @@ async def is_member(ctx: AppContext, stored: Stored, principal: Principal) -> bo
     return await reads.is_participant(ctx, stored.id, principal.user_id)
 
 
-async def _refuse(
+async def refuse(
     ctx: AppContext, stored: Stored, principal: Principal, forbidden: Forbidden
 ) -> None:
     """403 for someone who can see the competition, the unknown-id 404 otherwise."""
@@ -61,7 +61,7 @@ async def organizer_of(
 ) -> Stored:
     stored = await get(ctx, competition_id)
     if not (principal.is_service or stored.organized_by(principal.user_id)):
-        await _refuse(
+        await refuse(
             ctx,
             stored,
             principal,
@@ -73,7 +73,7 @@ async def organizer_of(
 async def member_of(ctx: Ctx, principal: CurrentPrincipal, competition_id: CompetitionId) -> Stored:
     stored = await get(ctx, competition_id)
     if not await is_member(ctx, stored, principal):
-        await _refuse(
+        await refuse(
             ctx,
             stored,
             principal,

@@ -225,7 +225,7 @@ class Competition(BaseModel):
 
 
 class AuditRecord(BaseModel):
-    at: int = Field(description="When (epoch ms, the service's clock)")
+    at: str = Field(description="When (RFC 3339, the service's clock)")
     by: str = Field(description="Who: a user id, or `service`")
     action: str = Field(description="`set_totals` (a trusted write) or `cancel`")
     reason: str

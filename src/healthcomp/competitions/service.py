@@ -15,7 +15,7 @@ from healthcomp.competitions.access import get, not_found
 from healthcomp.competitions.model import Stored
 from healthcomp.competitions.schemas import CompetitionCreate, CompetitionUpdate, rule_errors
 from healthcomp.core.auth import Principal
-from healthcomp.core.clock import rfc3339, to_ms
+from healthcomp.core.clock import from_ms, rfc3339, to_ms
 from healthcomp.core.context import AppContext
 from healthcomp.core.errors import (
     AppError,
@@ -374,5 +374,8 @@ async def audit(ctx: AppContext, principal: Principal, stored: Stored) -> list[A
     """All of it for the organizer and the service role; a participant sees the records
     about themself."""
     if principal.is_service or stored.organized_by(principal.user_id):
-        return await reads.audit_log(ctx, stored.id)
-    return await reads.audit_log(ctx, stored.id, user_id=principal.user_id)
+        records = await reads.audit_log(ctx, stored.id)
+    else:
+        records = await reads.audit_log(ctx, stored.id, user_id=principal.user_id)
+    # Stored in epoch ms by the scripts; shown like every other time in the API.
+    return [{**r, "at": from_ms(int(r["at"]))} for r in records]

@@ -136,7 +136,9 @@ async def set_totals(
         body.goal_days,
     ]
     if all(v is None for v in values):
-        raise ValidationFailed("Give at least one of steps, distance, calories, active_minutes.")
+        raise ValidationFailed(
+            "Give at least one of steps, distance, calories, active_minutes, goal_days."
+        )
     written = await writes.set_totals(
         ctx,
         stored.id,
