@@ -192,9 +192,17 @@ class KeySourceMissing(RuntimeError):
     pass
 
 
+# Verified tokens kept per worker (SPEC: cached until expiry, bounded, keyed by the
+# token). A longer token is verified every time rather than held.
+TOKEN_CACHE_SIZE = 4096
+TOKEN_CACHE_MAX_LENGTH = 4096
+
+
 class Authenticator:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # token -> (principal, wall-clock second until which it stays valid)
+        self._verified: dict[str, tuple[Principal, float]] = {}
         self.algorithms = list(settings.jwt_algorithms)
         self.secret: str | None = settings.supabase_jwt_secret
         jwks_url = settings.effective_jwks_url
@@ -243,6 +251,27 @@ class Authenticator:
         return key.key, alg
 
     async def verify(self, token: str) -> Principal:
+        """The token's principal. A token verified before is answered from memory until
+        its `exp` (plus the leeway): its signature and claims cannot change meanwhile.
+        With a key set configured, at most as long as the key set is cached, so a key
+        withdrawn from it stops working as soon as it would without this cache."""
+        hit = self._verified.get(token)
+        if hit is not None:
+            if time.time() < hit[1]:
+                return hit[0]
+            del self._verified[token]
+        principal = await self._verify(token)
+        if len(token) <= TOKEN_CACHE_MAX_LENGTH:
+            if len(self._verified) >= TOKEN_CACHE_SIZE:
+                # Forget the oldest (dicts keep insertion order).
+                del self._verified[next(iter(self._verified))]
+            expires = float(principal.claims["exp"]) + self.settings.jwt_leeway_seconds
+            if self.jwks is not None:
+                expires = min(expires, time.time() + self.settings.jwks_cache_seconds)
+            self._verified[token] = (principal, expires)
+        return principal
+
+    async def _verify(self, token: str) -> Principal:
         key, alg = await self._key_for(token)
         try:
             claims: dict[str, Any] = jwt.decode(
