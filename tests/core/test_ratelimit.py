@@ -11,6 +11,7 @@ from tests.conftest import assert_error, auth, make_settings
 from tests.core.support import running_app
 
 ME = "/api/v1/users/me"
+SYNC = "/api/v1/fitness/sync"
 
 
 def limited(tmp_path: Path, redis_url: str, user: int = 0, ip: int = 0) -> Settings:
@@ -36,11 +37,17 @@ async def test_user_limit_answers_429_with_retry_after(tmp_path: Path, redis_url
 async def test_ip_limit_counts_rejected_tokens(tmp_path: Path, redis_url: str) -> None:
     async with running_app(limited(tmp_path, redis_url, ip=3)) as (_, client):
         bad = {"Authorization": "Bearer not.a.token"}
-        for _ in range(3):
+        for _ in range(2):
             assert_error(await client.get(ME, headers=bad), 401)
+        assert_error(await client.get(ME), 401)  # no token at all counts too
         assert_error(await client.get(ME, headers=bad), 429, "rate_limited")
-        # The address is throttled whatever the token.
-        assert_error(await client.get(ME, headers=auth("ann")), 429, "rate_limited")
+        assert_error(await client.get("/api/v1/leaderboard/x", headers=bad), 429, "rate_limited")
+        # Signed-in users behind the same address (a carrier NAT) are not throttled by
+        # it, on the framework's routes and on the lean ones alike.
+        for _ in range(5):
+            assert (await client.get(ME, headers=auth("ann"))).status_code == 200
+            resp = await client.get("/api/v1/leaderboard/nope", headers=auth("ann"))
+            assert_error(resp, 404, "competition_not_found")
         # /health is never limited.
         assert (await client.get("/health")).status_code == 200
 
@@ -56,8 +63,24 @@ async def test_the_limit_is_shared_by_processes(tmp_path: Path, redis_url: str) 
     ):
         for client in (first, second, first, second):
             assert (await client.get(ME, headers=auth("ann"))).status_code == 200
+        # Each process decides locally and tells Redis what it spent every flush
+        # (HC_RATE_LIMIT_SYNC_MS, 50 ms): after one, both know the four.
+        await asyncio.sleep(0.2)
         assert_error(await second.get(ME, headers=auth("ann")), 429)
         assert_error(await first.get(ME, headers=auth("ann")), 429)
+        # Someone else is not affected in either.
+        assert (await first.get(ME, headers=auth("bob"))).status_code == 200
+
+
+async def test_the_lean_routes_spend_the_same_budget(tmp_path: Path, redis_url: str) -> None:
+    async with running_app(limited(tmp_path, redis_url, user=3)) as (_, client):
+        board = "/api/v1/leaderboard/nope?limit=10"
+        assert_error(await client.get(board, headers=auth("ann")), 404)
+        sync = {"date": "2026-11-02", "steps": 5}
+        assert (await client.post(SYNC, json=sync, headers=auth("ann"))).status_code == 200
+        assert (await client.get(ME, headers=auth("ann"))).status_code == 200
+        assert_error(await client.get(board, headers=auth("ann")), 429, "rate_limited")
+        assert_error(await client.post(SYNC, json=sync, headers=auth("ann")), 429)
 
 
 async def test_the_bucket_refills(tmp_path: Path, redis_url: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from healthcomp.core.auth import Authenticator
 from healthcomp.core.clock import Clock
@@ -12,6 +12,10 @@ from healthcomp.core.embedded import EmbeddedRedis
 from healthcomp.core.keys import Keys
 from healthcomp.core.redis import RedisClient, RedisHandle
 from healthcomp.core.settings import Settings
+
+if TYPE_CHECKING:
+    from healthcomp.core.lua import Pipeliner
+    from healthcomp.core.ratelimit import UserBudgets
 
 
 @dataclass
@@ -25,6 +29,20 @@ class AppContext:
     scripts: dict[str, Any] = field(default_factory=dict)
     # Work started by a request that may outlive it (recounts); cancelled at shutdown.
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    # Per-worker state of the domains above core (the leaderboard's pages), by name.
+    services: dict[str, Any] = field(default_factory=dict)
+    # The per-user rate limit (set by the app's lifespan).
+    limits: UserBudgets | None = None
+    _pipeliner: Pipeliner | None = field(default=None, repr=False)
+
+    @property
+    def pipeliner(self) -> Pipeliner:
+        """Script calls of this turn of the event loop, sent as one pipeline."""
+        if self._pipeliner is None:
+            from healthcomp.core.lua import Pipeliner  # core.lua imports this module
+
+            self._pipeliner = Pipeliner(self)
+        return self._pipeliner
 
     @property
     def r(self) -> Any:

@@ -15,7 +15,7 @@ from healthcomp.core.errors import Forbidden, Unauthorized
 _bearer = HTTPBearer(auto_error=False, description="A Supabase access token (JWT).")
 
 
-def get_ctx(request: Request) -> AppContext:
+async def get_ctx(request: Request) -> AppContext:
     ctx: AppContext = request.app.state.ctx
     return ctx
 
@@ -28,17 +28,20 @@ async def get_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    settings = ctx.settings
     try:
         principal = await _verify(ctx, request, credentials)
-    finally:
-        # Every request counts against its address, rejected tokens included, so a
-        # flood of guessed tokens is throttled too.
-        address = request.client.host if request.client else "unknown"
-        await ratelimit.check(ctx, "ip", address, settings.rate_limit_ip_per_minute)
-    if principal.user_id is not None:
-        await ratelimit.check(ctx, "user", principal.user_id, settings.rate_limit_user_per_minute)
+    except Unauthorized:
+        await reject(ctx, request.client.host if request.client else "unknown")
+        raise
+    if principal.user_id is not None and ctx.limits is not None:
+        await ctx.limits.spend(principal.user_id)
     return principal
+
+
+async def reject(ctx: AppContext, address: str) -> None:
+    """A request without a valid token counts against its address (SPEC §4): a flood
+    of guessed tokens meets 429; signed-in users sharing a NAT address do not."""
+    await ratelimit.check(ctx, "ip", address, ctx.settings.rate_limit_ip_per_minute)
 
 
 async def _verify(

@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("HC_HOST", "HOST"))
     workers: int = Field(1, ge=1, le=64, validation_alias="HC_WORKERS")
     data_dir: Path = Field(Path("./data"), validation_alias="HC_DATA_DIR")
+    # The embedded Redis's AOF fsync policy. `everysec`: a write is in the file (the OS
+    # page cache) before it is acknowledged, so it survives kill -9 of Redis and of the
+    # service; only an OS crash or power loss can lose the last second. `always` also
+    # survives those, at an fsync per write. See docs/ARCHITECTURE.md.
+    embedded_fsync: Literal["always", "everysec"] = Field(
+        "everysec", validation_alias="HC_EMBEDDED_FSYNC"
+    )
     key_prefix: str = Field(
         "hc", pattern=r"^[A-Za-z0-9_.-]{1,32}$", validation_alias="HC_KEY_PREFIX"
     )
@@ -62,6 +69,9 @@ class Settings(BaseSettings):
     # Requests per minute; 0 turns a limit off. Bursts up to the limit are allowed.
     rate_limit_user_per_minute: int = Field(1200, ge=0, validation_alias="HC_RATE_LIMIT_USER")
     rate_limit_ip_per_minute: int = Field(6000, ge=0, validation_alias="HC_RATE_LIMIT_IP")
+    # How often each process sends its users' spending to Redis and reads back the
+    # shared state (core/ratelimit.py): the bound on how far processes can disagree.
+    rate_limit_sync_ms: int = Field(50, ge=5, le=10_000, validation_alias="HC_RATE_LIMIT_SYNC_MS")
     step_goal: int = Field(10_000, ge=1, le=100_000, validation_alias="HC_STEP_GOAL")
     demo_on_start: bool = Field(False, validation_alias="HC_DEMO")
     metrics_public: bool = Field(True, validation_alias="HC_METRICS_PUBLIC")
