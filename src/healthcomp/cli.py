@@ -70,7 +70,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # Owner of the data directory's server, or a standby that takes it over (at the
         # same URL, which the workers keep) when the process owning it goes.
         try:
-            os.environ[EMBEDDED_URL_ENV], embedded = start_or_share(settings.data_dir)
+            os.environ[EMBEDDED_URL_ENV], embedded = start_or_share(
+                settings.data_dir, fsync=settings.embedded_fsync
+            )
         except RuntimeError as exc:
             sys.exit(f"healthcomp: {exc}")
     # Fail fast, in the parent, on a configuration that cannot verify tokens.
@@ -89,7 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.run(
-            "healthcomp.app:create_app",
+            "healthcomp.app:serve_app",
             factory=True,
             host=settings.host,
             port=settings.port,

@@ -159,7 +159,7 @@ def seed_demo_sync(settings: Settings, *, print_token: bool = False) -> None:
     embedded: EmbeddedRedis | None = None
     url = settings.redis_url or os.environ.get("HC_EMBEDDED_URL")
     if not url:
-        url, embedded = start_or_share(settings.data_dir)
+        url, embedded = start_or_share(settings.data_dir, fsync=settings.embedded_fsync)
     try:
         created = asyncio.run(_seed_with(settings, url))
     finally:

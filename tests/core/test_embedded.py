@@ -186,7 +186,7 @@ async def test_starts_its_own_server_in_the_data_dir(short_dir: Path) -> None:
         assert ready.status_code == 200 and ready.json()["redis"] == "embedded"
         resp = await client.put(PROFILE, headers=auth(), json={"display_name": "Persisted Name"})
         assert resp.status_code == 200, resp.text
-        # appendfsync always: the write is in the AOF as soon as it is acknowledged.
+        # appendfsync everysec still writes the AOF before acknowledging (fsync follows).
         assert b"Persisted Name" in (rdir / "appendonly.aof").read_bytes()
         assert not lock_is_free(settings.data_dir)
     assert wait_dead(pid)

@@ -153,7 +153,7 @@ class EmbeddedRedis:
     and takes it over when that process goes. Either way `stop()` ends it.
     """
 
-    def __init__(self, data_dir: Path, *, fsync: str = "always") -> None:
+    def __init__(self, data_dir: Path, *, fsync: str = "everysec") -> None:
         self.data_dir = data_dir.resolve()
         self.dir = self.data_dir / "redis"
         self.fsync = fsync
@@ -495,13 +495,15 @@ class EmbeddedRedis:
             self._lock_file = None
 
 
-def start_or_share(data_dir: Path, timeout: float = 15.0) -> tuple[str, EmbeddedRedis]:
+def start_or_share(
+    data_dir: Path, timeout: float = 15.0, *, fsync: str = "everysec"
+) -> tuple[str, EmbeddedRedis]:
     """Start the data directory's server, or share the one another process owns.
 
     Returns the URL and the handle to stop later: the owner of the server, or a
     standby that takes the server over should its owner go.
     """
-    server = EmbeddedRedis(data_dir)
+    server = EmbeddedRedis(data_dir, fsync=fsync)
     deadline = time.monotonic() + timeout
     while True:
         try:
