@@ -4,8 +4,9 @@ and pushes the days into every competition that counts them (see `engine.writes`
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
-from healthcomp.activity.schemas import Batch, CompetitionResult, Record, SyncResult
+from healthcomp.activity.schemas import Batch, Record
 from healthcomp.competitions import repo as competitions_repo
 from healthcomp.core.auth import Principal
 from healthcomp.core.clock import to_ms
@@ -14,6 +15,7 @@ from healthcomp.core.errors import Forbidden, NotFound, ValidationFailed
 from healthcomp.engine import reads, writes
 from healthcomp.engine.codes import Reply
 from healthcomp.engine.rules import EARLIEST_OFFSET
+from healthcomp.engine.writes import Clearing
 
 EARLIEST_DAY = date(2000, 1, 1)
 
@@ -63,7 +65,18 @@ def _named(batch: Batch) -> list[str]:
     return list(dict.fromkeys(n for n in names if n is not None))
 
 
-async def sync(ctx: AppContext, principal: Principal, batch: Batch) -> SyncResult:
+async def sync(ctx: AppContext, principal: Principal, batch: Batch) -> dict[str, Any]:
+    """Validate, store and apply; the marks are cleared before returning."""
+    result, clearing = await sync_deferred(ctx, principal, batch)
+    await writes.settle(ctx, clearing)
+    return result
+
+
+async def sync_deferred(
+    ctx: AppContext, principal: Principal, batch: Batch
+) -> tuple[dict[str, Any], Clearing | None]:
+    """The sync's answer (a `SyncResult` as a dict), and the clearing of its marks for
+    the caller to run once it has answered (`writes.settle`)."""
     now = ctx.clock.now()
     user_id = _target_user(principal, batch)
     _check_dates(batch.records, now)
@@ -73,7 +86,8 @@ async def sync(ctx: AppContext, principal: Principal, batch: Batch) -> SyncResul
         latest[(record.date.isoformat(), record.source)] = record.values()
     records = [(day, source, values) for (day, source), values in latest.items()]
     named = _named(batch)
-    synced = await writes.sync(ctx, user_id, to_ms(now), records, named)
+    now_ms = to_ms(now)
+    synced = await writes.sync(ctx, user_id, now_ms, records, named, defer_clear=True)
     if synced.code is Reply.NOT_MINE:
         cid = synced.competition_id
         assert cid is not None
@@ -88,19 +102,19 @@ async def sync(ctx: AppContext, principal: Principal, batch: Batch) -> SyncResul
             )
         # A participant whose record of windows lags (a join still completing): the
         # competition itself says yes, so store without the check.
-        synced = await writes.sync(ctx, user_id, to_ms(now), records)
+        synced = await writes.sync(ctx, user_id, now_ms, records, defer_clear=True)
     results = [
-        CompetitionResult(
-            competition_id=cid,
-            score=applied.score,
-            rank=applied.rank,
-            previous_rank=applied.previous_rank
-            if applied.previous_rank is not None
-            else applied.rank,
-        )
+        {
+            "competition_id": cid,
+            "score": applied.score,
+            "rank": applied.rank,
+            "previous_rank": applied.rank
+            if applied.previous_rank is None
+            else applied.previous_rank,
+        }
         for cid, applied in sorted((synced.results or {}).items())
     ]
-    return SyncResult(records_accepted=len(batch.records), competitions=results)
+    return {"records_accepted": len(batch.records), "competitions": results}, synced.clearing
 
 
 async def repair(ctx: AppContext, user_id: str) -> int:

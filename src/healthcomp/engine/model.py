@@ -109,6 +109,19 @@ class Page:
     recount: Recount | None
     rows: list[Row]
     caller: Row | None
+    # The caller has an entry (may see a private board), ranked or not.
+    caller_is_participant: bool = False
+
+
+@dataclass(frozen=True)
+class BoardState:
+    """What a cached page is checked against before it is served."""
+
+    version: int
+    public: bool
+    organizer: str
+    updated_ms: int | None
+    recounting: bool
 
 
 @dataclass(frozen=True)

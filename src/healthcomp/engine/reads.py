@@ -10,6 +10,7 @@ from healthcomp.core.context import AppContext
 from healthcomp.engine import scripts
 from healthcomp.engine.codes import Reply
 from healthcomp.engine.model import (
+    BoardState,
     CompetitionRecord,
     Event,
     Page,
@@ -89,12 +90,29 @@ async def page(
         return code
     total, start, event_id, updated = int(res[1]), int(res[2]), int(res[3]), res[4]
     recount = _recount(res[5], res[6], res[7])
-    n = int(res[8])
-    rows = [parse_row(res[9 + i * 6 : 15 + i * 6]) for i in range(n)]
-    tail = res[9 + n * 6 :]
+    n, member = int(res[8]), int(res[9]) == 1
+    rows = [parse_row(res[10 + i * 6 : 16 + i * 6]) for i in range(n)]
+    tail = res[10 + n * 6 :]
     me = parse_row(tail[1:7]) if int(tail[0]) == 1 else None
     updated_ms = int(updated) if updated else None
-    return Page(total, start, event_id, updated_ms, recount, rows, me)
+    return Page(total, start, event_id, updated_ms, recount, rows, me, member)
+
+
+async def board_state(ctx: AppContext, cid: str) -> BoardState | None:
+    """The board's version and access fields, or None when there is no such
+    competition (one small script; see `scripts.BOARD_STATE`)."""
+    k = ctx.keys
+    res = await scripts.BOARD_STATE(ctx, [k.meta(cid), k.recount(cid)], [])
+    if Reply(int(res[0])) is not Reply.OK:
+        return None
+    _, ver, visibility, organizer, updated, recount = res
+    return BoardState(
+        version=int(ver),
+        public=str(visibility) == "public",
+        organizer=str(organizer),
+        updated_ms=int(updated) if updated else None,
+        recounting=recount is not None and str(recount) == "running",
+    )
 
 
 async def standing(ctx: AppContext, cid: str, user_id: str) -> Standing | None:

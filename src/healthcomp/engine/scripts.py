@@ -493,7 +493,8 @@ return {OK}
 # ARGV: mode ('offset' | 'around'), offset, limit, around user, caller ('' for the
 #       service role), is_service, members_only
 # -> {OK, total, start, event_id, updated_ms, recount_state, recount_done, recount_total,
-#     n, n x (user, score, rank, entry, name, adj), caller_found, [the caller's row]}
+#     n, caller is a participant (1|0), n x (user, score, rank, entry, name, adj),
+#     caller_found, [the caller's row]}
 #    | {NO_COMPETITION} | {NOT_VISIBLE} (private, caller not in it) | {NOT_PARTICIPANT}
 #    (public, but this view is for participants) | {NOT_RANKED} (around: not on board)
 PAGE = Lua(
@@ -525,24 +526,32 @@ if ARGV[1] == 'around' then
 end
 local rc = redis.call('HMGET', KEYS[6], 'state', 'done', 'total')
 local out = {OK, total, start, tonumber(m[4] or '0'), m[5] or false, rc[1] or false,
-             tonumber(rc[2] or '0'), tonumber(rc[3] or '0'), 0}
+             tonumber(rc[2] or '0'), tonumber(rc[3] or '0'), 0, caller_entry and 1 or 0}
 local ids = redis.call('ZRANGE', KEYS[2], start, start + limit - 1, 'WITHSCORES')
-local n, rank, prev = 0, 0, nil
+local users, scores, ranks = {}, {}, {}
+local rank, prev = 0, nil
 for i = 1, #ids, 2 do
-  local user = user_of(ids[i])
+  local n = #users
   local score = -tonumber(ids[i + 1])
   if prev == nil then rank = rank_of(KEYS[2], score)
   elseif score ~= prev then rank = start + n + 1 end
   prev = score
-  n = n + 1
-  out[#out + 1] = user
-  out[#out + 1] = score
-  out[#out + 1] = rank
-  out[#out + 1] = redis.call('HGET', KEYS[3], user) or false
-  out[#out + 1] = redis.call('HGET', KEYS[4], user) or false
-  out[#out + 1] = redis.call('HGET', KEYS[5], user) or false
+  users[n + 1], scores[n + 1], ranks[n + 1] = user_of(ids[i]), score, rank
 end
-out[9] = n
+out[9] = #users
+if #users > 0 then
+  local es = redis.call('HMGET', KEYS[3], unpack(users))
+  local ns = redis.call('HMGET', KEYS[4], unpack(users))
+  local as = redis.call('HMGET', KEYS[5], unpack(users))
+  for i = 1, #users do
+    out[#out + 1] = users[i]
+    out[#out + 1] = scores[i]
+    out[#out + 1] = ranks[i]
+    out[#out + 1] = es[i] or false
+    out[#out + 1] = ns[i] or false
+    out[#out + 1] = as[i] or false
+  end
+end
 local found = false
 if caller_entry then
   local e = cjson.decode(caller_entry)
@@ -560,6 +569,22 @@ else
   out[#out + 1] = 0
 end
 return out
+""",
+)
+
+# KEYS: meta, rc -> {OK, ver, visibility, organizer, updated_ms, recount state}
+#    | {NO_COMPETITION}
+# What a cached page is validated against: the board version (every change to an entry,
+# a name or the membership bumps it) and the access fields an edit may change without
+# bumping it. One small read, shared by the concurrent requests for a board.
+BOARD_STATE = Lua(
+    "engine.board_state",
+    PRELUDE
+    + """
+local m = redis.call('HMGET', KEYS[1], 'state', 'ver', 'visibility', 'organizer', 'updated_ms')
+if not m[1] then return {NO_COMPETITION} end
+return {OK, tonumber(m[2] or '0'), m[3] or 'private', m[4] or '', m[5] or false,
+        redis.call('HGET', KEYS[2], 'state') or false}
 """,
 )
 

@@ -237,6 +237,18 @@ class Synced:
     code: Reply  # OK, or NOT_MINE with `competition_id` and nothing stored
     competition_id: str | None = None
     results: dict[str, Applied] | None = None
+    # Step 3, when the caller chose to run it later (`settle`).
+    clearing: Clearing | None = None
+
+
+@dataclass(frozen=True)
+class Clearing:
+    """Step 3 of a sync for one user: the marks the competitions answered, and the
+    competitions that are gone."""
+
+    user_id: str
+    done: tuple[Push, ...]
+    forget: tuple[str, ...]
 
 
 async def sync(
@@ -245,14 +257,25 @@ async def sync(
     now_ms: int,
     records: Sequence[tuple[str, str, DayValues]],
     named: Sequence[str] = (),
+    *,
+    defer_clear: bool = False,
 ) -> Synced:
     """Store records (day, source, values) and push the days into every competition
-    that counts them. `named` competitions must be the user's (else nothing is stored)."""
+    that counts them. `named` competitions must be the user's (else nothing is stored).
+
+    Two round trips whatever the number of competitions: the user's script, then every
+    competition's apply in one pipeline. With `defer_clear` the marks are cleared by
+    `settle(ctx, synced.clearing)`, which the caller runs after answering (a mark left
+    by a crash in between is pushed again by the next sync or the sweep, harmlessly)."""
     code, marked = await store(ctx, user_id, now_ms, records, named)
     if code is not Reply.OK:
         return Synced(code, competition_id=str(marked))
     assert isinstance(marked, list)
-    return Synced(code, results=await push(ctx, user_id, marked, now_ms))
+    results, clearing = await apply_all(ctx, user_id, marked, now_ms)
+    if not defer_clear:
+        await settle(ctx, clearing)
+        clearing = None
+    return Synced(code, results=results, clearing=clearing)
 
 
 async def store(
@@ -271,7 +294,7 @@ async def store(
     args.append(len(named))
     args.extend(named)
     keys = [k.records(user_id), k.effective(user_id), k.windows(user_id), k.owed(user_id)]
-    res = await scripts.SYNC_USER(ctx, keys, args)
+    res = await scripts.SYNC_USER.batched(ctx, keys, args)
     code = Reply(int(res[0]))
     if code is not Reply.OK:
         return code, str(res[1])
@@ -281,13 +304,23 @@ async def store(
 async def push(
     ctx: AppContext, user_id: str, pushes: Sequence[Push], now_ms: int
 ) -> dict[str, Applied]:
-    """Apply owed days, one script per competition, concurrently; then clear the marks
-    the competitions answered. Returns each competition's answer (OK ones only)."""
+    """Apply owed days (step 2), then clear the marks the competitions answered (step
+    3). Returns each competition's answer (OK ones only)."""
+    results, clearing = await apply_all(ctx, user_id, pushes, now_ms)
+    await settle(ctx, clearing)
+    return results
+
+
+async def apply_all(
+    ctx: AppContext, user_id: str, pushes: Sequence[Push], now_ms: int
+) -> tuple[dict[str, Applied], Clearing | None]:
+    """Step 2: one apply per competition, all in one pipeline. Returns the answers (OK
+    ones only) and what step 3 must clear."""
     by_comp: dict[str, list[Push]] = defaultdict(list)
     for item in pushes:
         by_comp[item.competition_id].append(item)
     if not by_comp:
-        return {}
+        return {}, None
     cids = sorted(by_comp)
     answers = await asyncio.gather(
         *(_apply(ctx, cid, user_id, by_comp[cid], now_ms) for cid in cids)
@@ -306,14 +339,21 @@ async def push(
             # an ended one: it is still theirs, in their listings; its deadline stops
             # new marks for it.
             forget.append(cid)
-    if done or forget:
-        args: list[Any] = [len(done)]
-        for item in done:
-            args.extend([item.field, item.seq])
-        args.extend(forget)
-        k = ctx.keys
-        await scripts.CLEAR(ctx, [k.owed(user_id), k.windows(user_id)], args)
-    return results
+    if not done and not forget:
+        return results, None
+    return results, Clearing(user_id, tuple(done), tuple(forget))
+
+
+async def settle(ctx: AppContext, clearing: Clearing | None) -> None:
+    """Step 3: clear the marks, each only if no newer sync re-marked it meanwhile."""
+    if clearing is None:
+        return
+    args: list[Any] = [len(clearing.done)]
+    for item in clearing.done:
+        args.extend([item.field, item.seq])
+    args.extend(clearing.forget)
+    k = ctx.keys
+    await scripts.CLEAR.batched(ctx, [k.owed(clearing.user_id), k.windows(clearing.user_id)], args)
 
 
 async def _apply(
@@ -325,7 +365,7 @@ async def _apply(
     for item in items:
         args.extend([item.day, item.ver, *item.values, item.synced_ms])
     try:
-        res = await scripts.APPLY(ctx, keys, args)
+        res = await scripts.APPLY.batched(ctx, keys, args)
     except (RedisError, RedisClusterException):
         log.exception("applying %d day(s) of %s to %s failed", len(items), user_id, cid)
         return None
