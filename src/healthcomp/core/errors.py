@@ -273,6 +273,49 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+def _unreachable(exc: Exception) -> Response:
+    log.warning("redis unavailable: %s", exc)
+    return error_response(
+        503,
+        "service_unavailable",
+        "The datastore is unreachable; try again shortly.",
+        headers={"Retry-After": "2"},
+    )
+
+
+def _refused(exc: Exception) -> Response | None:
+    code = refusal_code(exc)
+    if code is None:
+        return None
+    log.warning("redis refused a command (%s), answering 503: %s", code, exc)
+    return error_response(
+        503,
+        "service_unavailable",
+        "The datastore cannot take this request right now; try again shortly.",
+        headers={"Retry-After": "2"},
+    )
+
+
+def _internal(exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", _STATUS_MESSAGES[500])
+
+
+def known_error_response(exc: Exception) -> Response | None:
+    """The answer to an error raised below the framework (the lean routes), as the
+    handlers below give it: an AppError's envelope, 503 for Redis unreachable or
+    refusing; None for anything else (a bug: the caller re-raises it, for the 500)."""
+    if isinstance(exc, AppError):
+        return error_response(exc.status, exc.error, exc.message, exc.details, exc.headers)
+    if isinstance(exc, CrossSlotTransactionError | InvalidPipelineStack):
+        return None
+    if isinstance(exc, BusyLoadingError | ResponseError):
+        return _refused(exc)
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | RedisClusterException):
+        return _unreachable(exc)
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def app_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, AppError)
@@ -299,29 +342,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "validation_error", message, details)
 
     async def redis_down(_: Request, exc: Exception) -> Response:
-        log.warning("redis unavailable: %s", exc)
-        return error_response(
-            503,
-            "service_unavailable",
-            "The datastore is unreachable; try again shortly.",
-            headers={"Retry-After": "2"},
-        )
+        return _unreachable(exc)
 
     async def unexpected(_: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", exc_info=exc)
-        return error_response(500, "internal_error", _STATUS_MESSAGES[500])
+        return _internal(exc)
 
     async def redis_refused(request: Request, exc: Exception) -> Response:
-        code = refusal_code(exc)
-        if code is None:
-            return await unexpected(request, exc)
-        log.warning("redis refused a command (%s), answering 503: %s", code, exc)
-        return error_response(
-            503,
-            "service_unavailable",
-            "The datastore cannot take this request right now; try again shortly.",
-            headers={"Retry-After": "2"},
-        )
+        return _refused(exc) or _internal(exc)
 
     app.add_exception_handler(AppError, app_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

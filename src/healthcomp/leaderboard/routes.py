@@ -46,10 +46,10 @@ async def get_leaderboard(
         str | None, Query(description="`me` or a user id", pattern=ID_PATTERN)
     ] = None,
 ) -> JSONBytes:
-    board = await service.board(
+    body = await service.board(
         ctx, principal, competition_id, limit=limit, offset=offset, around=around
     )
-    return ok(board)
+    return JSONBytes(body)
 
 
 @router.get(
@@ -65,10 +65,10 @@ async def participants(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> JSONBytes:
-    board = await service.board(
+    body = await service.board(
         ctx, principal, competition_id, limit=limit, offset=offset, members_only=True
     )
-    return ok(board)
+    return JSONBytes(body)
 
 
 @router.post(

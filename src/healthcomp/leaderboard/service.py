@@ -5,49 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from healthcomp.competitions import repo as competitions_repo
-from healthcomp.competitions.access import not_found
 from healthcomp.competitions.model import Stored
 from healthcomp.core.auth import Principal
-from healthcomp.core.clock import from_ms, to_ms
+from healthcomp.core.clock import to_ms
 from healthcomp.core.context import AppContext
 from healthcomp.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from healthcomp.engine import reads, writes
 from healthcomp.engine.codes import Reply
-from healthcomp.engine.model import METRIC_NAMES, Page, Row
+from healthcomp.engine.model import METRIC_NAMES, Page
+from healthcomp.leaderboard.pages import Pages, entry_view
 from healthcomp.leaderboard.schemas import ScoreUpdate
 
 
-def _ms(value: Any) -> str | None:
-    return from_ms(int(value)) if value else None
-
-
-def entry_view(cid: str, row: Row) -> dict[str, Any]:
-    e = row.entry
-    return {
-        "user_id": row.user_id,
-        "user_name": row.name,
-        "competition_id": cid,
-        "score": row.score,
-        "rank": row.rank,
-        **row.totals(),
-        "last_synced_at": _ms(e.get("ls")),
-        "updated_at": _ms(e.get("u")),
-        "joined_at": _ms(e.get("j")),
-    }
-
-
-def board_view(cid: str, page: Page, limit: int) -> dict[str, Any]:
-    return {
-        "competition_id": cid,
-        "entries": [entry_view(cid, row) for row in page.rows],
-        "total_count": page.total,
-        "offset": page.start,
-        "limit": limit,
-        "me": entry_view(cid, page.caller) if page.caller else None,
-        "updated_at": _ms(page.updated_ms),
-        "event_id": page.event_id,
-        "recounting": page.recount is not None and page.recount.state == "running",
-    }
+def pages_of(ctx: AppContext) -> Pages:
+    """The worker's leaderboard pages (made on first use)."""
+    pages = ctx.services.get("pages")
+    if pages is None:
+        pages = ctx.services["pages"] = Pages(ctx)
+    assert isinstance(pages, Pages)
+    return pages
 
 
 async def board(
@@ -59,37 +35,13 @@ async def board(
     offset: int = 0,
     around: str | None = None,
     members_only: bool = False,
-) -> dict[str, Any]:
-    """A page of the board, checked and read in one round trip. A private board is for
-    its participants, organizer and the service role (others get the unknown-id 404);
+) -> bytes:
+    """A page of the board as the whole response body. A private board is for its
+    participants, organizer and the service role (others get the unknown-id 404);
     `members_only` (the participants list) refuses outsiders of a public one too."""
-    if around == "me":
-        if principal.user_id is None:
-            raise ValidationFailed(
-                "around=me needs a user token; name a user_id instead.",
-                details=[{"field": "around", "message": "'me' has no user", "type": "value_error"}],
-            )
-        around = principal.user_id
-    page = await reads.page(
-        ctx,
-        cid,
-        caller=principal.user_id,
-        is_service=principal.is_service,
-        offset=offset,
-        limit=limit,
-        around=around,
-        members_only=members_only,
+    return await pages_of(ctx).body(
+        principal, cid, limit=limit, offset=offset, around=around, members_only=members_only
     )
-    if page is Reply.NOT_PARTICIPANT:
-        raise Forbidden(
-            "Only participants and the organizer may see this.", error="not_participant"
-        )
-    if page in (Reply.NO_COMPETITION, Reply.NOT_VISIBLE):
-        raise not_found(cid)
-    if page is Reply.NOT_RANKED:
-        raise NotFound(f"'{around}' is not on this leaderboard.", error="participant_not_found")
-    assert isinstance(page, Page)
-    return board_view(cid, page, limit)
 
 
 _WRITE_ERRORS = {
