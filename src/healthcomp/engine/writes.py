@@ -37,6 +37,8 @@ from healthcomp.engine.rules import meta_fields
 log = logging.getLogger("healthcomp.engine")
 
 DayValues = tuple[int, int, int, int]
+# Step 3 of syncs runs after their answers: gathered this long into one pipeline.
+SETTLE_WAIT = 0.005
 
 
 def _flat(fields: dict[str, str]) -> list[str]:
@@ -353,7 +355,8 @@ async def settle(ctx: AppContext, clearing: Clearing | None) -> None:
         args.extend([item.field, item.seq])
     args.extend(clearing.forget)
     k = ctx.keys
-    await scripts.CLEAR.batched(ctx, [k.owed(clearing.user_id), k.windows(clearing.user_id)], args)
+    keys = [k.owed(clearing.user_id), k.windows(clearing.user_id)]
+    await scripts.CLEAR.batched(ctx, keys, args, wait=SETTLE_WAIT)
 
 
 async def _apply(
