@@ -103,6 +103,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         docs_url="/docs",
         redoc_url=None,
         openapi_url="/openapi.json",
+        # FastAPI's OpenTelemetry hook looks the global providers up on every request;
+        # this service exports Prometheus metrics instead.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     install_error_handlers(app)

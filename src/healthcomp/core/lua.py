@@ -6,9 +6,11 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from hiredis import pack_command
 from redis.exceptions import NoScriptError
 
 from healthcomp.core.context import AppContext
+from healthcomp.core.redis import exchange
 
 # Lua helpers shared by scripts of several domains.
 # split('a|b|c') -> {'a', 'b', 'c'}: the `|`-separated records the scripts keep.
@@ -47,7 +49,13 @@ class Lua:
     ) -> Any:
         """The same call, sent in one pipeline with the other scripts called in this turn
         of the event loop, or within `wait` seconds (`Pipeliner`): for the hot paths."""
-        return await ctx.pipeliner.call(self, keys, args, wait)
+        return await ctx.pipeliner.enqueue(self, keys, args, wait)
+
+    def send(
+        self, ctx: AppContext, keys: Sequence[str], args: Sequence[Any], *, wait: float = 0
+    ) -> asyncio.Future[Any]:
+        """`batched` without awaiting: queue several, then await each (one pipeline)."""
+        return ctx.pipeliner.enqueue(self, keys, args, wait)
 
 
 Call = tuple[Lua, Sequence[str], Sequence[Any]]
@@ -80,10 +88,11 @@ async def run_many(ctx: AppContext, calls: Sequence[Call]) -> list[Any]:
 
 
 async def _pipelined(ctx: AppContext, calls: Sequence[Call]) -> list[Any]:
-    pipe = ctx.r.pipeline(transaction=False)
-    for lua, keys, args in calls:
-        pipe.evalsha(lua.registered(ctx).sha, len(keys), *keys, *args)
-    return list(await pipe.execute(raise_on_error=False))
+    packed = b"".join(
+        pack_command(("EVALSHA", lua.registered(ctx).sha, len(keys), *keys, *args))
+        for lua, keys, args in calls
+    )
+    return await exchange(ctx.r, packed, len(calls))
 
 
 class Pipeliner:
@@ -104,7 +113,10 @@ class Pipeliner:
         # wait -> (calls, their futures) not sent yet
         self._queues: dict[float, tuple[list[Call], list[asyncio.Future[Any]]]] = {}
 
-    async def call(self, lua: Lua, keys: Sequence[str], args: Sequence[Any], wait: float) -> Any:
+    def enqueue(
+        self, lua: Lua, keys: Sequence[str], args: Sequence[Any], wait: float
+    ) -> asyncio.Future[Any]:
+        """Queue a call; its future holds the reply (or the exception) once sent."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         queue = self._queues.get(wait)
@@ -116,7 +128,7 @@ class Pipeliner:
                 loop.call_soon(self._flush, wait)
         queue[0].append((lua, keys, args))
         queue[1].append(future)
-        return await future
+        return future
 
     def _flush(self, wait: float) -> None:
         calls, futures = self._queues.pop(wait)

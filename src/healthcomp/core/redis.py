@@ -63,6 +63,7 @@ from redis.exceptions import (
     MaxConnectionsError,
     RedisClusterException,
     RedisError,
+    ResponseError,
     SlotNotCoveredError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -300,6 +301,39 @@ def create_client(url: str, settings: Settings) -> RedisClient:
     # Connections are made lazily from this class, which from_url picked from the scheme.
     pool.connection_class = _marked(pool.connection_class)
     return Redis.from_pool(pool)
+
+
+async def exchange(client: Redis, packed: bytes, replies: int) -> list[Any]:
+    """Send commands already packed (RESP) on one pooled connection and read their
+    `replies`: a pipeline without redis-py's per-command bookkeeping, which costs more
+    than the round trip it saves once a pipeline holds a few dozen script calls. Each
+    reply is the answer or the ResponseError the server gave. Retried, like everything,
+    only when nothing was sent; a connection left with unread replies (an error or a
+    cancel part-way) is closed, not returned dirty to the pool."""
+    pool = client.connection_pool
+    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+
+    async def attempt() -> list[Any]:
+        await conn.send_packed_command(packed)
+        out: list[Any] = []
+        for _ in range(replies):
+            try:
+                out.append(await conn.read_response())
+            except ResponseError as exc:
+                out.append(exc)
+        return out
+
+    async def forget(_: Exception) -> None:
+        await conn.disconnect()
+
+    try:
+        result: list[Any] = await conn.retry.call_with_retry(attempt, forget)
+        return result
+    except BaseException:
+        await conn.disconnect(nowait=True)
+        raise
+    finally:
+        await pool.release(conn)
 
 
 async def warn_if_not_persistent(client: RedisClient) -> bool:

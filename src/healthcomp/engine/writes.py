@@ -324,9 +324,12 @@ async def apply_all(
     if not by_comp:
         return {}, None
     cids = sorted(by_comp)
-    answers = await asyncio.gather(
-        *(_apply(ctx, cid, user_id, by_comp[cid], now_ms) for cid in cids)
-    )
+    # Every apply is queued before the first is awaited, so they share one pipeline.
+    sent = [_send_apply(ctx, cid, user_id, by_comp[cid], now_ms) for cid in cids]
+    answers = [
+        await _applied(cid, user_id, len(by_comp[cid]), future)
+        for cid, future in zip(cids, sent, strict=True)
+    ]
     done: list[Push] = []
     forget: list[str] = []
     results: dict[str, Applied] = {}
@@ -359,18 +362,22 @@ async def settle(ctx: AppContext, clearing: Clearing | None) -> None:
     await scripts.CLEAR.batched(ctx, keys, args, wait=SETTLE_WAIT)
 
 
-async def _apply(
+def _send_apply(
     ctx: AppContext, cid: str, user_id: str, items: Sequence[Push], now_ms: int
-) -> Applied | None:
+) -> asyncio.Future[Any]:
     k = ctx.keys
     keys = board_keys(ctx, cid, k.participant_days(cid, user_id), k.adjustments(cid))
     args: list[Any] = [cid, user_id, now_ms, len(items)]
     for item in items:
         args.extend([item.day, item.ver, *item.values, item.synced_ms])
+    return scripts.APPLY.send(ctx, keys, args)
+
+
+async def _applied(cid: str, user_id: str, days: int, sent: asyncio.Future[Any]) -> Applied | None:
     try:
-        res = await scripts.APPLY.batched(ctx, keys, args)
+        res = await sent
     except (RedisError, RedisClusterException):
-        log.exception("applying %d day(s) of %s to %s failed", len(items), user_id, cid)
+        log.exception("applying %d day(s) of %s to %s failed", days, user_id, cid)
         return None
     code = Reply(int(res[0]))
     if code is not Reply.OK:
