@@ -16,7 +16,7 @@ from healthcomp.core.settings import Settings
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
-    for name in ("host", "port", "workers", "data_dir"):
+    for name in ("host", "port", "workers", "data_dir", "server"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -52,8 +52,6 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from healthcomp.app import EMBEDDED_URL_ENV
     from healthcomp.core.embedded import EmbeddedRedis, start_or_share
 
@@ -90,21 +88,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
         seed_demo_sync(settings, print_token=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        uvicorn.run(
-            "healthcomp.app:serve_app",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level=settings.log_level,
-            proxy_headers=True,
-            server_header=False,
-            access_log=settings.log_level in {"debug", "trace"},
-        )
+        (_granian if settings.server == "granian" else _uvicorn)(settings)
     finally:
         if embedded is not None:
             embedded.stop()
     return 0
+
+
+APP_FACTORY = "healthcomp.app:serve_app"
+
+
+def _uvicorn(settings: Settings) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        APP_FACTORY,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        proxy_headers=True,
+        server_header=False,
+        access_log=settings.log_level in {"debug", "trace"},
+    )
+
+
+def _granian(settings: Settings) -> None:
+    """Granian: HTTP parsing and socket writes in Rust threads, the app on uvloop."""
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+    from granian.log import LogLevels
+
+    level = "debug" if settings.log_level == "trace" else settings.log_level
+    Granian(
+        APP_FACTORY,
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=settings.workers,
+        loop=Loops.uvloop,
+        websockets=True,
+        log_level=LogLevels(level),
+        log_access=settings.log_level in {"debug", "trace"},
+    ).serve()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -122,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int)
+    serve.add_argument(
+        "--server", choices=["granian", "uvicorn"], help="the HTTP server (default granian)"
+    )
     serve.add_argument("--data-dir", dest="data_dir", type=Path)
     serve.add_argument("--demo", action="store_true", help="seed the demo competition first")
     serve.set_defaults(func=cmd_serve)
