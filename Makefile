@@ -43,9 +43,11 @@ test-external: $(STAMP)
 test-cluster: $(STAMP)
 	HC_TEST_BACKEND=cluster $(BIN)/pytest
 
-## HTTP benchmark (needs wrk: apt-get install wrk); prints a table.
+## The SPEC §8 benchmark: the service in production configuration beside a bare ASGI
+## hello, a 1,000,000-participant board, RSS; prints one report and writes it into
+## docs/BENCHMARKS.md. Needs wrk (installed when run as root). Options: BENCH_ARGS="--help".
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

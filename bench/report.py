@@ -1,0 +1,340 @@
+"""The printed report: the machine, the tables, SPEC §8's targets; and its copy in
+docs/BENCHMARKS.md, between the markers."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+
+from bench.million import SAMPLE
+from bench.seed import SYNCED_DAYS
+from bench.servers import RATE_LIMIT
+from bench.wrk import Load, Result
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+NONE = "n/a"  # a cell with nothing measured
+PACKAGES = (
+    ("fastapi", "fastapi"),
+    ("starlette", "starlette"),
+    ("uvicorn", "uvicorn"),
+    ("uvloop", "uvloop"),
+    ("httptools", "httptools"),
+    ("granian", "granian"),
+    ("redis-py", "redis"),
+    ("hiredis", "hiredis"),
+    ("orjson", "orjson"),
+    ("pydantic", "pydantic"),
+    ("PyJWT", "pyjwt"),
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str  # the `--only` name
+    label: str
+    result: Result
+
+
+@dataclass(frozen=True)
+class Million:
+    participants: int
+    seed_seconds: float
+    bytes_per_participant: float
+    around: Result | None
+    rank: Result | None
+    load: Load
+
+
+@dataclass
+class Run:
+    command: str
+    started: datetime
+    load: Load
+    warmup: float
+    workers: int
+    hello_server: str
+    service_server: str
+    users: int
+    rotation: int
+    redis_version: str
+    wrk_version: str
+    rows: list[Row] = field(default_factory=list)
+    million: Million | None = None
+    rss_idle: dict[str, float] = field(default_factory=dict)
+    rss_loaded: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def results(self, key: str) -> list[Result]:
+        return [row.result for row in self.rows if row.key == key]
+
+    def rps(self, key: str) -> float | None:
+        """Throughput of a row (the mean when it ran more than once, as the hello does)."""
+        found = self.results(key)
+        return sum(r.rps for r in found) / len(found) if found else None
+
+
+# --- the machine ---------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    match = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    return match.group(1).strip() if match else platform.processor() or "unknown CPU"
+
+
+def _memory() -> str:
+    try:
+        text = Path("/proc/meminfo").read_text()
+    except OSError:
+        return "unknown"
+    match = re.search(r"^MemTotal:\s+(\d+) kB", text, re.M)
+    return f"{int(match.group(1)) / 2**20:.1f} GiB" if match else "unknown"
+
+
+def _os() -> str:
+    try:
+        text = Path("/etc/os-release").read_text()
+    except OSError:
+        return platform.system()
+    match = re.search(r'^PRETTY_NAME="?([^"\n]+)"?$', text, re.M)
+    return match.group(1) if match else platform.system()
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_lines(run: Run) -> list[str]:
+    packages = ", ".join(f"{label} {_version(dist)}" for label, dist in PACKAGES)
+    return [
+        f"- Machine: {os.cpu_count()} CPUs ({_cpu_model()}), {_memory()} RAM, {_os()}, "
+        f"kernel {platform.release()}, Python {platform.python_version()}",
+        f"- Packages: {packages}; embedded redis-server {run.redis_version}; wrk {run.wrk_version}",
+    ]
+
+
+# --- tables --------------------------------------------------------------------------
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def _share(part: float | None, whole: float | None) -> str:
+    if part is None or not whole:
+        return NONE
+    ratio = part / whole
+    return f"{ratio:.1%}" if ratio < 0.1 else f"{ratio:.0%}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    right = [i > 0 for i in range(len(header))]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        padded = [
+            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = (
+        "|"
+        + "|".join(
+            ("-" * (w + 1) + ":") if r else "-" * (w + 2)
+            for w, r in zip(widths, right, strict=True)
+        )
+        + "|"
+    )
+    return [line(header), rule, *(line(r) for r in rows)]
+
+
+def rows_table(run: Run) -> list[str]:
+    health, hello = run.rps("health"), run.rps("hello")
+    body = [
+        [
+            row.label,
+            f"{row.result.rps:,.0f}",
+            _ms(row.result.p50_ms),
+            _ms(row.result.p99_ms),
+            str(row.result.errors),
+            _share(row.result.rps, health),
+            _share(row.result.rps, hello),
+        ]
+        for row in run.rows
+    ]
+    header = ["row", "req/s", "p50 ms", "p99 ms", "errors", "vs /health", "vs bare hello"]
+    return _table(header, body)
+
+
+def million_table(m: Million) -> list[str]:
+    body: list[list[str]] = []
+    for label, result in (
+        ("`around=me&limit=10`", m.around),
+        ("rank: `offset=<random>&limit=10`", m.rank),
+    ):
+        if result is not None:
+            cells = [
+                _ms(result.p50_ms),
+                _ms(result.p99_ms),
+                f"{result.rps:,.0f}",
+                str(result.errors),
+            ]
+            body.append([label, *cells])
+    lines = _table(["request", "p50 ms", "p99 ms", "req/s", "errors"], body)
+    return [
+        *lines,
+        "",
+        f"Redis memory per participant: {m.bytes_per_participant:,.0f} bytes "
+        f"(`used_memory` after the seeding minus before, over {m.participants:,}); "
+        f"seeding took {m.seed_seconds:.1f} s ({m.participants / m.seed_seconds:,.0f} "
+        "participants/s).",
+    ]
+
+
+def rss_table(run: Run) -> list[str]:
+    body = [
+        [name, f"{mb:.1f}", f"{run.rss_loaded[name]:.1f}" if name in run.rss_loaded else NONE]
+        for name, mb in run.rss_idle.items()
+    ]
+    return _table(["process", "idle MB", "loaded MB"], body)
+
+
+# --- SPEC §8 ---------------------------------------------------------------------------
+
+
+def _target(label: str, measured: str, met: bool | None) -> list[str]:
+    verdict = "not measured" if met is None else ("met" if met else "**missed**")
+    return [label, measured, verdict]
+
+
+def targets_table(run: Run) -> list[str]:
+    health = run.rps("health")
+    body: list[list[str]] = []
+    for key, label, floor in (
+        ("limit10", "leaderboard `limit=10` ≥ 70% of `/health`", 0.70),
+        ("limit100", "leaderboard `limit=100` ≥ 50% of `/health`", 0.50),
+        ("around", "leaderboard `around=me` ≥ 60% of `/health`", 0.60),
+        ("sync1", "single-record sync ≥ 30% of `/health`", 0.30),
+    ):
+        rps = run.rps(key)
+        met = None if rps is None or not health else rps / health >= floor
+        body.append(_target(label, _share(rps, health), met))
+    sync = run.results("sync1")
+    body.append(
+        _target(
+            "single-record sync p99 < 50 ms at 64 connections"
+            + ("" if run.load.connections == 64 else f" (measured at {run.load.connections})"),
+            f"{_ms(sync[0].p99_ms)} ms" if sync else NONE,
+            sync[0].p99_ms < 50 if sync else None,
+        )
+    )
+    m = run.million
+    at = f"{m.participants:,}" if m else "1,000,000"
+    for name, result in (("rank", m.rank if m else None), ("`around=me`", m.around if m else None)):
+        body.append(
+            _target(
+                f"{name} p99 < 10 ms at {at} participants",
+                f"{_ms(result.p99_ms)} ms" if result else NONE,
+                result.p99_ms < 10 if result else None,
+            )
+        )
+    workers = {k: v for k, v in run.rss_idle.items() if k.startswith("worker")}
+    top = max(workers.values()) if workers else None
+    body.append(
+        _target(
+            "idle worker RSS < 80 MB (aim 60 MB)",
+            f"{top:.1f} MB" if top is not None else NONE,
+            top < 80 if top is not None else None,
+        )
+    )
+    return _table(["SPEC §8 target", "measured", ""], body)
+
+
+def _faster_than_health(run: Run) -> list[str]:
+    """A caveat when a route outruns `/health`: its share of `/health` then flatters it."""
+    health = run.rps("health")
+    faster = [
+        r.label
+        for r in run.rows
+        if r.key not in ("hello", "health") and health and r.result.rps > health
+    ]
+    if not faster:
+        return []
+    return [
+        "",
+        f"Note: {', '.join(faster)} ran faster than `/health` in this run, so their shares "
+        "of `/health` overstate them; the shares of the bare hello do not.",
+    ]
+
+
+def render(run: Run) -> str:
+    when = run.started.strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"## Latest `make bench` run: {when}",
+        "",
+        f"- Command: `{run.command}` ({run.seconds:.0f} s in all)",
+        *machine_lines(run),
+        f"- Service: `healthcomp serve --workers {run.workers}` on {run.service_server}, "
+        f"`ENVIRONMENT=production`, embedded Redis, rate limits on ({int(RATE_LIMIT):,}/min "
+        "per user and per IP: never reached); seeded through the API: a public steps competition, "
+        f"{run.users} participants with {SYNCED_DAYS} synced days each",
+        f"- Bare hello: `bench/hello.py` on {run.hello_server}, the same worker count",
+        f"- Each row: `{run.load.describe()}`"
+        + (f" after a {run.warmup:g} s warm-up" if run.warmup else "")
+        + f", loopback; reads and syncs rotate over {run.rotation} participants' tokens; "
+        "syncs change the score on every request",
+        "",
+        *rows_table(run),
+        *_faster_than_health(run),
+    ]
+    if run.million is not None:
+        m = run.million
+        lines += [
+            "",
+            f"### A competition of {m.participants:,} participants",
+            "",
+            f"Seeded through the engine's scripts (JOIN, then APPLY of one day) in Redis "
+            f"pipelines; `{m.load.describe()}`, rotating over {SAMPLE:,} participants' tokens "
+            "(and random offsets for rank). wrk keeps 8 requests in flight, so the latencies "
+            "include queueing behind them. The memory is the competition's keys only: the "
+            "participants' own keys (records, days, windows) are not written.",
+            "",
+            *million_table(m),
+        ]
+    if run.rss_idle:
+        lines += [
+            "",
+            "### Resident memory of the service's Python processes",
+            "",
+            "Idle: after the start and the seeding, before any load; loaded: after the rows.",
+            "",
+            *rss_table(run),
+        ]
+    lines += ["", "### SPEC §8", "", *targets_table(run)]
+    return "\n".join(lines) + "\n"
+
+
+def write_docs(path: Path, block: str) -> None:
+    """Replaces what is between the markers; adds them (before the first `## ` section,
+    below the title and its introduction) when the file has none."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
+    section = f"{BEGIN}\n{block.rstrip()}\n{END}"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        first = re.search(r"^## ", text, re.M)
+        at = first.start() if first else len(text)
+        text = text[:at] + section + "\n\n" + text[at:]
+    path.write_text(text)
