@@ -17,7 +17,7 @@ from healthcomp.competitions.routes import router as competitions_router
 from healthcomp.core.auth import Authenticator
 from healthcomp.core.clock import Clock
 from healthcomp.core.context import AppContext
-from healthcomp.core.embedded import EmbeddedRedis, start_or_share
+from healthcomp.core.embedded import EMBEDDED_URL_ENV, EmbeddedRedis, start_or_share
 from healthcomp.core.errors import install_error_handlers
 from healthcomp.core.keys import Keys
 from healthcomp.core.middleware import BodyLimit, Deadline
@@ -37,9 +37,6 @@ from healthcomp.lean import Lean
 from healthcomp.users.routes import router as users_router
 
 log = logging.getLogger("healthcomp")
-
-# Set by `healthcomp serve` for its workers: the URL of the embedded server it runs.
-EMBEDDED_URL_ENV = "HC_EMBEDDED_URL"
 
 
 def _connect(settings: Settings) -> tuple[RedisHandle, EmbeddedRedis | None]:

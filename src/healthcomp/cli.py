@@ -52,8 +52,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from healthcomp.app import EMBEDDED_URL_ENV
-    from healthcomp.core.embedded import EmbeddedRedis, start_or_share
+    from healthcomp.core.embedded import EMBEDDED_URL_ENV, EmbeddedRedis, start_or_share
 
     settings = _settings(args)
     # Make the flags visible to the workers, which build their own Settings.

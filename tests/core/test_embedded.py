@@ -24,8 +24,8 @@ import httpx
 import pytest
 import redis
 
-from healthcomp.app import EMBEDDED_URL_ENV
 from healthcomp.core.embedded import (
+    EMBEDDED_URL_ENV,
     DataDirLocked,
     EmbeddedRedis,
     free_loopback_port,

@@ -33,11 +33,10 @@ import httpx
 import pytest
 from redis.exceptions import RedisClusterException, RedisError
 
-from healthcomp.app import EMBEDDED_URL_ENV
 from healthcomp.core.auth import Authenticator
 from healthcomp.core.clock import FixedClock, to_ms
 from healthcomp.core.context import AppContext
-from healthcomp.core.embedded import free_loopback_port
+from healthcomp.core.embedded import EMBEDDED_URL_ENV, free_loopback_port
 from healthcomp.core.keys import Keys
 from healthcomp.core.redis import RedisHandle, create_client, is_cluster_url
 from healthcomp.core.settings import Settings

@@ -49,6 +49,9 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
+# Set by `healthcomp serve` for its workers: the URL of the embedded server it runs.
+EMBEDDED_URL_ENV = "HC_EMBEDDED_URL"
+
 log = logging.getLogger("healthcomp.embedded")
 
 _UNIX_PATH_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
