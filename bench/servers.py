@@ -24,6 +24,7 @@ RATE_LIMIT = "100000000"
 # Variables the service reads (core/settings.py): the bench sets what it needs and
 # keeps the caller's shell from changing the configuration under test.
 _SERVICE_VARS = {"PORT", "HOST", "REDIS_URL", "ENVIRONMENT", "LOG_LEVEL"}
+_SERVER_VARS = ("UVICORN_", "GRANIAN_")
 
 
 def free_port() -> int:
@@ -136,16 +137,21 @@ def hello_command(server: str, port: int, workers: int) -> list[str]:
         granian = shutil.which("granian", path=path)
         if granian is None:
             raise RuntimeError("--server granian: no `granian` executable (pip install granian)")
+        # The options `healthcomp serve --server granian` gives Granian (src/healthcomp/cli.py):
+        # uvloop, WebSockets on (a hello has no WebSocket route), no access log.
         return [
             granian, "--interface", "asgi", "--host", HOST, "--port", str(port),
-            "--workers", str(workers), "--no-ws", "bench.hello:app",
+            "--workers", str(workers), "--loop", "uvloop", "--log-level", "warning",
+            "bench.hello:app",
         ]  # fmt: skip
     raise ValueError(f"unknown server {server!r}")
 
 
 def start_hello(server: str, workers: int, log: Path) -> Server:
     cmd = hello_command(server, free_port(), workers)
-    return _start(f"the bare hello ({server})", cmd, dict(os.environ), ROOT, log)
+    # The servers' own variables would configure the hello but not the service.
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(_SERVER_VARS)}
+    return _start(f"the bare hello ({server})", cmd, env, ROOT, log)
 
 
 # --- resident memory -------------------------------------------------------------------
