@@ -5,6 +5,10 @@ Each participant is what a join and one synced day make of a user on the competi
 side: JOIN, then APPLY of today's steps (random, 0..100,000, so many ties), with the
 keys `engine.writes` passes them. The user's own keys (records, effective days, windows)
 are not written, so the memory per participant printed is the competition's share.
+
+Participants are added in descending score order: each lands below everyone before it
+and passes nobody, which makes APPLY about three times cheaper for Redis than when it
+has to name the participants passed in its event. The board is the same.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ MAX_STEPS = 100_000
 SAMPLE = 1_000  # participants whose tokens the load rotates over
 _BATCH = 2_000  # participants per pipeline (two scripts each)
 # Pipelines in flight: Python builds one while Redis runs the other. Redis is the limit
-# (the two scripts cost it 130-250 us a participant, growing with the board).
+# (the two scripts cost it about 130 us a participant, more as the board grows).
 _CONNECTIONS = 2
 _BACKGROUND = ("aof_rewrite_in_progress", "aof_rewrite_scheduled", "rdb_bgsave_in_progress")
 
@@ -66,6 +70,7 @@ class _Seeder:
         self.now_ms = int(time.time() * 1000)
         rng = random.Random(n)
         self.steps = [rng.randint(0, MAX_STEPS) for _ in range(n)]
+        self.order = sorted(range(n), key=self.steps.__getitem__, reverse=True)
         self.keys = Keys(prefix)
         self.ctx = cast("AppContext", _KeysOnly(self.keys))
         # Thread-safe: each pipeline takes a connection of its own from the pool.
@@ -74,10 +79,11 @@ class _Seeder:
         self.apply_sha = self.client.script_load(scripts.APPLY.source)
 
     def batch(self, start: int, end: int) -> int:
+        """Participants `start..end` in score order."""
         k, cid, now = self.keys, self.cid, self.now_ms
         join_keys = board_keys(self.ctx, cid, k.participations(cid), k.adjustments(cid))
         pipe = self.client.pipeline(transaction=False)
-        for i in range(start, end):
+        for i in self.order[start:end]:
             user = participant_id(i)
             pipe.evalsha(self.join_sha, len(join_keys), *join_keys, cid, user, now, f"P {i}")
             apply_keys = board_keys(
@@ -87,7 +93,7 @@ class _Seeder:
             pipe.evalsha(self.apply_sha, len(apply_keys), *apply_keys, cid, user, now, 1, *day)
         for reply in pipe.execute(raise_on_error=False):
             if isinstance(reply, Exception) or Reply(int(reply[0])) is not Reply.OK:
-                raise RuntimeError(f"seeding {cid} participants {start}..{end}: {reply!r}")
+                raise RuntimeError(f"seeding {cid}, participants {start}..{end}: {reply!r}")
         return end - start
 
 
