@@ -271,10 +271,16 @@ def _faster_than_health(run: Run) -> list[str]:
     ]
     if not faster:
         return []
+    one = len(faster) == 1
     return [
         "",
-        f"Note: {', '.join(faster)} ran faster than `/health` in this run, so their shares "
-        "of `/health` overstate them; the shares of the bare hello do not.",
+        f"Note: {', '.join(faster)} ran faster than `/health` in this run, so "
+        + (
+            "its share of `/health` overstates it"
+            if one
+            else "their shares of `/health` overstate them"
+        )
+        + "; the shares of the bare hello do not.",
     ]
 
 
