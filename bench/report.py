@@ -45,9 +45,12 @@ class Million:
     participants: int
     seed_seconds: float
     bytes_per_participant: float
-    around: Result | None
+    around: Result | None  # one request in flight
     rank: Result | None
     load: Load
+    around_busy: Result | None = None  # the worker saturated
+    rank_busy: Result | None = None
+    busy: Load | None = None
 
 
 @dataclass
@@ -179,19 +182,23 @@ def rows_table(run: Run) -> list[str]:
 
 def million_table(m: Million) -> list[str]:
     body: list[list[str]] = []
-    for label, result in (
-        ("`around=me&limit=10`", m.around),
-        ("rank: `offset=<random>&limit=10`", m.rank),
+    busy = m.busy.connections if m.busy else 0
+    for label, result, in_flight in (
+        ("`around=me&limit=10`", m.around, m.load.connections),
+        ("rank: `offset=<random>&limit=10`", m.rank, m.load.connections),
+        ("`around=me&limit=10`", m.around_busy, busy),
+        ("rank: `offset=<random>&limit=10`", m.rank_busy, busy),
     ):
         if result is not None:
             cells = [
+                str(in_flight),
                 _ms(result.p50_ms),
                 _ms(result.p99_ms),
                 f"{result.rps:,.0f}",
                 str(result.errors),
             ]
             body.append([label, *cells])
-    lines = _table(["request", "p50 ms", "p99 ms", "req/s", "errors"], body)
+    lines = _table(["request", "in flight", "p50 ms", "p99 ms", "req/s", "errors"], body)
     return [
         *lines,
         "",
@@ -244,7 +251,7 @@ def targets_table(run: Run) -> list[str]:
     for name, result in (("rank", m.rank if m else None), ("`around=me`", m.around if m else None)):
         body.append(
             _target(
-                f"{name} p99 < 10 ms at {at} participants",
+                f"{name} p99 < 10 ms at {at} participants (one request in flight)",
                 f"{_ms(result.p99_ms)} ms" if result else NONE,
                 result.p99_ms < 10 if result else None,
             )
@@ -311,10 +318,14 @@ def render(run: Run) -> str:
             f"### A competition of {m.participants:,} participants",
             "",
             f"Seeded through the engine's scripts (JOIN, then APPLY of one day) in Redis "
-            f"pipelines; `{m.load.describe()}`, rotating over {SAMPLE:,} participants' tokens "
-            "(and random offsets for rank). wrk keeps 8 requests in flight, so the latencies "
-            "include queueing behind them. The memory is the competition's keys only: the "
-            "participants' own keys (records, days, windows) are not written.",
+            f"pipelines; `{m.load.describe()}`"
+            + (f" and `{m.busy.describe()}`" if m.busy else "")
+            + f", rotating over {SAMPLE:,} participants' tokens (and random offsets for "
+            "rank). With one request in flight the latency is what the query costs on a "
+            "board this size (the SPEC §8 target is judged there); with more, the worker is "
+            "saturated and p99 is mostly time queued behind the others. The memory is the "
+            "competition's keys only: the participants' own keys (records, days, windows) "
+            "are not written.",
             "",
             *million_table(m),
         ]
