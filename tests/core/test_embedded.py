@@ -33,7 +33,7 @@ from healthcomp.core.embedded import (
     start_or_share,
 )
 from healthcomp.core.settings import Settings
-from tests.conftest import assert_error, auth, make_settings
+from tests.conftest import START, assert_error, auth, make_settings
 from tests.core.support import running_app
 
 pytestmark = [
@@ -46,6 +46,8 @@ pytestmark = [
 
 ME = "/api/v1/users/me"
 PROFILE = "/api/v1/users/me/profile"
+SYNC = "/api/v1/fitness/sync"
+HISTORY = "/api/v1/fitness/history"
 
 
 # --- processes ----------------------------------------------------------------------------
@@ -273,6 +275,48 @@ async def test_sigkill_of_the_server_recovers_by_itself(short_dir: Path) -> None
             assert resp.json()["data"]["display_name"] == "Before Kill"
         new_pid = embedded.pid
     assert wait_dead(new_pid)
+
+
+async def test_acknowledged_syncs_survive_sigkill_of_the_server(short_dir: Path) -> None:
+    """`appendfsync everysec` (the default): Redis writes the append-only file before it
+    answers, so a sync answered 2xx is on disk for the restarted server, however many
+    were in flight when the server was killed. The rest were answered 503."""
+    settings = embedded_settings(short_dir)
+    assert settings.embedded_fsync == "everysec"
+    day = START.date().isoformat()
+    answered: dict[int, int] = {}
+    async with running_app(settings) as (app, client):
+        embedded = app.state.ctx.embedded
+        assert (await app.state.ctx.r.config_get("appendfsync")) == {"appendfsync": "everysec"}
+
+        sixty = asyncio.Event()
+
+        async def sync(i: int) -> None:
+            body = {"date": day, "steps": 1000 + i, "source": "watch"}
+            resp = await client.post(SYNC, headers=auth(f"u{i}"), json=body)
+            answered[i] = resp.status_code
+            if len(answered) >= 60:
+                sixty.set()
+
+        syncs = [asyncio.create_task(sync(i)) for i in range(300)]
+        await sixty.wait()
+        old_pid = embedded.pid
+        os.kill(old_pid, signal.SIGKILL)
+        in_flight = 300 - len(answered)
+        await asyncio.gather(*syncs)
+        assert in_flight > 0  # killed while syncs were still being answered
+        assert set(answered.values()) <= {200, 503}, answered
+        acknowledged = [i for i, status in answered.items() if status == 200]
+        assert len(acknowledged) >= 60
+        deadline = time.monotonic() + 15
+        while embedded.restarts < 1 or (await client.get("/health/ready")).status_code != 200:
+            assert time.monotonic() < deadline, "the server did not come back"
+            await asyncio.sleep(0.05)
+        assert embedded.pid != old_pid
+        for i in acknowledged:
+            resp = await client.get(f"{HISTORY}/u{i}?from={day}&to={day}", headers=auth(f"u{i}"))
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["data"]["days"][0]["steps"] == 1000 + i
 
 
 async def test_a_hung_server_gives_503_then_recovers(short_dir: Path) -> None:
