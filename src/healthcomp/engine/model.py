@@ -88,6 +88,10 @@ class Row:
         }
 
 
+# A row as the page script answers it: user, score, rank, entry JSON, name, adjustments.
+RawRow = tuple[Any, ...]
+
+
 def parse_row(values: Sequence[Any]) -> Row:
     user, score, rank, entry, name, adj = values
     return Row(
@@ -107,8 +111,8 @@ class Page:
     event_id: int
     updated_ms: int | None
     recount: Recount | None
-    rows: list[Row]
-    caller: Row | None
+    rows: list[RawRow]  # parse_row() makes a Row of one
+    caller: RawRow | None
     # The caller has an entry (may see a private board), ranked or not.
     caller_is_participant: bool = False
 

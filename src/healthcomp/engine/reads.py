@@ -17,7 +17,6 @@ from healthcomp.engine.model import (
     Recount,
     Standing,
     parse_event,
-    parse_row,
 )
 
 
@@ -91,9 +90,9 @@ async def page(
     total, start, event_id, updated = int(res[1]), int(res[2]), int(res[3]), res[4]
     recount = _recount(res[5], res[6], res[7])
     n, member = int(res[8]), int(res[9]) == 1
-    rows = [parse_row(res[10 + i * 6 : 16 + i * 6]) for i in range(n)]
+    rows = [tuple(res[10 + i * 6 : 16 + i * 6]) for i in range(n)]
     tail = res[10 + n * 6 :]
-    me = parse_row(tail[1:7]) if int(tail[0]) == 1 else None
+    me = tuple(tail[1:7]) if int(tail[0]) == 1 else None
     updated_ms = int(updated) if updated else None
     return Page(total, start, event_id, updated_ms, recount, rows, me, member)
 

@@ -27,10 +27,11 @@ from healthcomp.core.errors import Forbidden, NotFound, ValidationFailed
 from healthcomp.core.flight import SharedFetch
 from healthcomp.engine import reads
 from healthcomp.engine.codes import Reply
-from healthcomp.engine.model import BoardState, Page, Row
+from healthcomp.engine.model import BoardState, Page, RawRow, Row, parse_row
 
 MAX_BOARDS = 512  # boards kept per worker (the oldest go first)
 MAX_ITEMS = 2048  # pages, rows and windows kept per board version
+MAX_RENDERED = 4096  # participants' rendered rows kept per worker, across versions
 
 _NULL = b"null"
 _MISSING = object()
@@ -93,21 +94,50 @@ class _Version:
             tail = self.tails[recounting] = b"," + orjson.dumps(fields)[1:] + b"}"
         return tail
 
-    def keep(self, page: Page, limit: int, caller: str | None, around: str | None) -> bytes:
+    def keep(
+        self, page: Page, limit: int, caller: str | None, around: str | None, rows: Rendered
+    ) -> bytes:
         """Encode and keep what `page` shows; the page's part of the body."""
-        part = (
-            b',"entries":'
-            + orjson.dumps([entry_view(self.cid, row) for row in page.rows])
-            + b',"total_count":%d,"offset":%d,"limit":%d' % (page.total, page.start, limit)
+        entries = b",".join(rows.row(self.cid, raw) for raw in page.rows)
+        part = b',"entries":[%s],"total_count":%d,"offset":%d,"limit":%d' % (
+            entries,
+            page.total,
+            page.start,
+            limit,
         )
         _put(self.pages, (page.start, limit), part)
         if around is not None:
             _put(self.windows, (around, limit), page.start)
         if caller is not None:
-            me = orjson.dumps(entry_view(self.cid, page.caller)) if page.caller else _NULL
+            me = rows.row(self.cid, page.caller) if page.caller else _NULL
             _put(self.rows, caller, me)
             _put(self.members, caller, page.caller_is_participant)
         return part
+
+
+class Rendered:
+    """Participants' rows encoded once: a page of a new version is a join of these and
+    the ranks. A row is reused only while the entry, name and adjustments the page
+    script returned for it are the very ones it was made from."""
+
+    def __init__(self) -> None:
+        # (competition, user) -> (score, entry, name, adjustments, bytes after the rank)
+        self._rows: dict[tuple[str, str], tuple[Any, Any, Any, Any, bytes]] = {}
+
+    def row(self, cid: str, raw: RawRow) -> bytes:
+        user, score, rank, entry, name, adj = raw
+        key = (cid, str(user))
+        kept = self._rows.get(key)
+        if kept is not None and kept[:4] == (score, entry, name, adj):
+            rest = kept[4]
+        else:
+            view = entry_view(cid, parse_row(raw))
+            del view["rank"]
+            rest = orjson.dumps(view)[1:]
+            if len(self._rows) >= MAX_RENDERED:
+                del self._rows[next(iter(self._rows))]
+            self._rows[key] = (score, entry, name, adj, rest)
+        return b'{"rank":%d,%s' % (int(rank), rest)
 
 
 def _put(store: dict[Any, Any], key: Any, value: Any) -> None:
@@ -123,6 +153,7 @@ class Pages:
         self.ctx = ctx
         self.states: SharedFetch[str, BoardState | None] = SharedFetch(self._state)
         self.boards: dict[str, _Version] = {}
+        self.rendered = Rendered()
 
     async def _state(self, cid: str) -> BoardState | None:
         return await reads.board_state(self.ctx, cid)
@@ -193,7 +224,7 @@ class Pages:
         elif known.version > page.event_id:
             # Older than what another request kept meanwhile: answered, not kept.
             known = _Version(cid, page.event_id, page.updated_ms)
-        part = known.keep(page, limit, caller, around)
+        part = known.keep(page, limit, caller, around, self.rendered)
         me = known.rows[caller] if caller is not None else _NULL
         recounting = page.recount is not None and page.recount.state == "running"
         return known.head + part + b',"me":' + me + known.tail(recounting)

@@ -12,7 +12,7 @@ from healthcomp.core.context import AppContext
 from healthcomp.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from healthcomp.engine import reads, writes
 from healthcomp.engine.codes import Reply
-from healthcomp.engine.model import METRIC_NAMES, Page
+from healthcomp.engine.model import METRIC_NAMES, Page, parse_row
 from healthcomp.leaderboard.pages import Pages, entry_view
 from healthcomp.leaderboard.schemas import ScoreUpdate
 
@@ -116,7 +116,7 @@ async def set_totals(
     assert written.before is not None and written.after is not None
     names = (*METRIC_NAMES, "goal_days")
     return {
-        "entry": entry_view(stored.id, page.caller),
+        "entry": entry_view(stored.id, parse_row(page.caller)),
         "previous_rank": written.previous_rank,
         "before": dict(zip(names, written.before, strict=True)),
         "after": dict(zip(names, written.after, strict=True)),
