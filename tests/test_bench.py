@@ -82,7 +82,7 @@ def test_quick_bench_measures_every_row_without_errors(tmp_path: Path) -> None:
         assert float(rps.replace(",", "")) > 0, label
         assert errors == "0", f"{label}: {errors} errors"
     million = _table(out, "| request ")
-    assert len(million) == 2, out
-    for label, _p50, _p99, rps, errors in million:
+    assert len(million) == 4, out  # around and rank, one and eight requests in flight
+    for label, _in_flight, _p50, _p99, rps, errors in million:
         assert float(rps.replace(",", "")) > 0, label
         assert errors == "0", f"{label}: {errors} errors"

@@ -532,3 +532,27 @@ async def test_a_cached_token_goes_with_the_key_set(
         assert_error(await client.get(ME, headers=good), 401, "unauthorized")
         assert_error(await client.get(f"{BOARD}/x", headers=good), 401, "unauthorized")
         assert key_server.total() == 2
+
+
+async def test_a_token_first_seen_late_in_the_key_sets_life_goes_with_it(
+    tmp_path: Path, redis_url: str, key_server: JWKSServer
+) -> None:
+    """The cache entry ends with the key set it was checked against, not a key-set
+    lifetime after the token was first seen."""
+    publish(key_server, EC1)
+    settings = jwks_settings(
+        tmp_path, redis_url, key_server, jwks_cache_seconds=1.0, jwks_min_refetch_seconds=60
+    )
+    async with running_app(settings) as (_, client):
+        first = bearer(EC1.sign(user_claims("u1")))
+        assert (await client.get(ME, headers=first)).status_code == 200  # key set fetched
+        await asyncio.sleep(0.6)
+        late = bearer(EC1.sign(user_claims("u2")))
+        assert (await client.get(ME, headers=late)).status_code == 200  # cached now
+        publish(key_server, RS1)  # EC1 withdrawn
+        await asyncio.sleep(0.6)  # the key set, fetched 1.2 s ago, has expired
+        never_seen = bearer(EC1.sign(user_claims("u3")))
+        assert_error(await client.get(ME, headers=never_seen), 401)  # refetched: EC1 gone
+        # The same key through the token cached 0.6 s ago: refused as well.
+        assert_error(await client.get(ME, headers=late), 401)
+        assert_error(await client.get(f"{BOARD}/x", headers=late), 401)

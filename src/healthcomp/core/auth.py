@@ -97,6 +97,10 @@ class JWKSCache:
     def _fresh(self) -> bool:
         return time.monotonic() - self._fetched_at < self.ttl
 
+    def expires_in(self) -> float:
+        """Seconds until the keys held now are too old to trust."""
+        return self._fetched_at + self.ttl - time.monotonic()
+
     async def _refresh(self) -> None:
         self._attempted_at = time.monotonic()
         self.fetches += 1
@@ -201,8 +205,9 @@ TOKEN_CACHE_MAX_LENGTH = 4096
 class Authenticator:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        # token -> (principal, wall-clock second until which it stays valid)
-        self._verified: dict[str, tuple[Principal, float]] = {}
+        # token -> (principal, wall-clock second until which it stays valid, the key
+        # set's fetch count when it was verified with a JWKS key, else None)
+        self._verified: dict[str, tuple[Principal, float, int | None]] = {}
         self.algorithms = list(settings.jwt_algorithms)
         self.secret: str | None = settings.supabase_jwt_secret
         jwks_url = settings.effective_jwks_url
@@ -253,25 +258,33 @@ class Authenticator:
     async def verify(self, token: str) -> Principal:
         """The token's principal. A token verified before is answered from memory until
         its `exp` (plus the leeway): its signature and claims cannot change meanwhile.
-        With a key set configured, at most as long as the key set is cached, so a key
-        withdrawn from it stops working as soon as it would without this cache."""
+        A token checked with a key of the JWKS is verified again once the key set it
+        was checked against is refetched or too old, so a key withdrawn from the set
+        stops working exactly when it would without this cache."""
         hit = self._verified.get(token)
         if hit is not None:
-            if time.time() < hit[1]:
-                return hit[0]
+            principal, until, keyset = hit
+            if time.time() < until and (keyset is None or keyset == self._keyset()):
+                return principal
             del self._verified[token]
-        principal = await self._verify(token)
+        principal, by_jwks = await self._verify(token)
         if len(token) <= TOKEN_CACHE_MAX_LENGTH:
             if len(self._verified) >= TOKEN_CACHE_SIZE:
                 # Forget the oldest (dicts keep insertion order).
                 del self._verified[next(iter(self._verified))]
-            expires = float(principal.claims["exp"]) + self.settings.jwt_leeway_seconds
-            if self.jwks is not None:
-                expires = min(expires, time.time() + self.settings.jwks_cache_seconds)
-            self._verified[token] = (principal, expires)
+            until = float(principal.claims["exp"]) + self.settings.jwt_leeway_seconds
+            keyset = None
+            if by_jwks and self.jwks is not None:
+                until = min(until, time.time() + self.jwks.expires_in())
+                keyset = self._keyset()
+            self._verified[token] = (principal, until, keyset)
         return principal
 
-    async def _verify(self, token: str) -> Principal:
+    def _keyset(self) -> int:
+        return self.jwks.fetches if self.jwks is not None else 0
+
+    async def _verify(self, token: str) -> tuple[Principal, bool]:
+        """The principal, and whether a key of the JWKS verified it."""
         key, alg = await self._key_for(token)
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -292,7 +305,7 @@ class Authenticator:
         for name in _TIME_CLAIMS:
             if name in claims and not _is_numeric_date(claims[name]):
                 raise Unauthorized(f"The token's '{name}' claim is not a number.")
-        return self._principal(claims)
+        return self._principal(claims), not alg.startswith("HS")
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
         role = claims.get("role")

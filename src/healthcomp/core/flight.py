@@ -3,7 +3,8 @@ fetch that starts after they asked, so each caller sees a value at least as new 
 moment it arrived (the freshness a validated cache needs, SPEC §6.2).
 
 Per key, at most one fetch runs and at most one waits: a caller arriving while a fetch
-runs joins the next one, which starts as soon as the running one ends. Under load a
+runs joins the next one, which starts as soon as the running one ends. A fetch starts
+on the loop's next turn, so callers arriving in the same turn share it. Under load a
 key costs one round trip at a time however many requests want it.
 """
 
@@ -36,15 +37,17 @@ class SharedFetch(Generic[K, V]):
             slot = self._slots[key] = _Slot()
         future = slot.next
         if future is None:
-            future = slot.next = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            future = slot.next = loop.create_future()
             if not slot.running:
-                self._start(key, slot)
+                slot.running = True
+                loop.call_soon(self._start, key, slot)
         # Shielded: one caller giving up (a deadline) must not cancel the others' fetch.
         return await asyncio.shield(future)
 
     def _start(self, key: K, slot: _Slot[V]) -> None:
-        future, slot.next, slot.running = slot.next, None, True
-        assert future is not None
+        future, slot.next = slot.next, None
+        assert future is not None and slot.running
         task = asyncio.get_running_loop().create_task(self._run(key, slot, future))
         task.add_done_callback(_quiet)
 
@@ -61,11 +64,12 @@ class SharedFetch(Generic[K, V]):
             # here keeps asyncio from reporting it as never retrieved.
             if future.done() and not future.cancelled():
                 future.exception()
-            slot.running = False
             if slot.next is not None:
-                self._start(key, slot)
-            elif self._slots.get(key) is slot:
-                del self._slots[key]
+                self._start(key, slot)  # the callers who came while this one ran
+            else:
+                slot.running = False
+                if self._slots.get(key) is slot:
+                    del self._slots[key]
 
 
 def _quiet(task: asyncio.Task[None]) -> None:
