@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int)
     serve.add_argument(
-        "--server", choices=["granian", "uvicorn"], help="the HTTP server (default granian)"
+        "--server", choices=["granian", "uvicorn"], help="the HTTP server (default uvicorn)"
     )
     serve.add_argument("--data-dir", dest="data_dir", type=Path)
     serve.add_argument("--demo", action="store_true", help="seed the demo competition first")

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("HC_HOST", "HOST"))
     workers: int = Field(1, ge=1, le=64, validation_alias="HC_WORKERS")
     # The HTTP server `healthcomp serve` runs (docs/BENCHMARKS.md compares them).
-    server: Literal["granian", "uvicorn"] = Field("granian", validation_alias="HC_SERVER")
+    server: Literal["granian", "uvicorn"] = Field("uvicorn", validation_alias="HC_SERVER")
     data_dir: Path = Field(Path("./data"), validation_alias="HC_DATA_DIR")
     # The embedded Redis's AOF fsync policy. `everysec`: a write is in the file (the OS
     # page cache) before it is acknowledged, so it survives kill -9 of Redis and of the
