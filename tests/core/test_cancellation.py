@@ -1,7 +1,8 @@
 """A task cancelled while it awaits a Redis command stops, and the client stays usable:
 no reply left for the next command, no connection lost from the pool.
 
-Request deadlines (`core.middleware.Deadline`, an `asyncio.timeout`) and shutdown rely on
+Request deadlines (`core.middleware.Deadline`, which cancels an overdue request's task)
+and shutdown rely on
 this. With a socket timeout (ours always has one; redis-py 8 sets one by default) redis-py
 writes a command under `asyncio.wait_for`, which on Python 3.11 drops a cancel that lands
 as the write completes: without the re-raise in `core.redis` the task goes on running,

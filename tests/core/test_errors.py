@@ -311,9 +311,13 @@ async def test_hung_datastore_answers_503_within_the_deadline(tmp_path: Path) ->
     try:
         async with running_app(settings, keep_keys=True) as (_, client):
             started = time.monotonic()
+            sync = {"date": "2026-11-02", "steps": 5}
             responses = await asyncio.gather(
                 *(client.get("/api/v1/users/me", headers=auth(f"u{i}")) for i in range(8)),
                 client.get("/health/ready"),
+                # The lean routes too (below the framework, inside the deadline).
+                client.get("/api/v1/leaderboard/some-board", headers=auth("u9")),
+                client.post("/api/v1/fitness/sync", json=sync, headers=auth("u10")),
             )
             elapsed = time.monotonic() - started
             # All of them, the readiness probe included, are cut by the deadline.

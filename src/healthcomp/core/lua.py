@@ -106,10 +106,11 @@ class Pipeliner:
     cancelled before the pipeline leaves is dropped from it: it sends nothing.
     """
 
-    __slots__ = ("_queues", "ctx")
+    __slots__ = ("_loop", "_queues", "ctx")
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
+        self._loop: asyncio.AbstractEventLoop | None = None
         # wait -> (calls, their futures) not sent yet
         self._queues: dict[float, tuple[list[Call], list[asyncio.Future[Any]]]] = {}
 
@@ -117,7 +118,9 @@ class Pipeliner:
         self, lua: Lua, keys: Sequence[str], args: Sequence[Any], wait: float
     ) -> asyncio.Future[Any]:
         """Queue a call; its future holds the reply (or the exception) once sent."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
         future = loop.create_future()
         queue = self._queues.get(wait)
         if queue is None:
