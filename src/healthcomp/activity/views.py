@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, timedelta
 from typing import Any
 
@@ -74,10 +75,16 @@ async def stats_view(
     step_goal: int | None,
 ) -> dict[str, Any]:
     stored = await check_access(ctx, principal, user_id, competition_id)
-    await service.repair(ctx, user_id)
+    # Pushing what an interrupted sync left owed changes scores, not the user's days:
+    # the days and the list of competitions are read meanwhile; the standings after.
+    _, effective, ids = await asyncio.gather(
+        service.repair(ctx, user_id),
+        reads.effective_days(ctx, user_id),
+        reads.competitions_of(ctx, user_id),
+    )
     goal = step_goal or ctx.settings.step_goal
     today = ctx.clock.today()
-    days = stats.parse_days(await reads.effective_days(ctx, user_id))
+    days = stats.parse_days(effective)
     data: dict[str, Any] = {"user_id": user_id}
     if stored is not None:
         competition_id = stored.id
@@ -101,7 +108,7 @@ async def stats_view(
         }
     else:
         data.update(stats.summary(days, goal, today))
-        data["competitions"] = await leaderboard.standings_of(ctx, user_id)
+        data["competitions"] = await leaderboard.standings_of(ctx, user_id, ids)
     return data
 
 

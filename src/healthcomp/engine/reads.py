@@ -115,18 +115,22 @@ async def board_state(ctx: AppContext, cid: str) -> BoardState | None:
 
 
 async def standing(ctx: AppContext, cid: str, user_id: str) -> Standing | None:
-    k = ctx.keys
-    res = await scripts.STANDING(ctx, [k.board(cid), k.entries(cid)], [user_id])
-    if Reply(int(res[0])) is not Reply.OK:
-        return None
-    _, score, rank, entry, gap = res
-    return Standing(int(score), int(rank), orjson.loads(entry), int(gap) if gap else None)
+    return (await standings(ctx, user_id, [cid]))[0]
 
 
 async def standings(ctx: AppContext, user_id: str, ids: list[str]) -> list[Standing | None]:
+    """The user's score, rank and gap in each competition (None where not on the
+    board), one pipeline for all of them."""
+    k = ctx.keys
+    sent = [scripts.STANDING.send(ctx, [k.board(cid), k.entries(cid)], [user_id]) for cid in ids]
     out: list[Standing | None] = []
-    for cid in ids:
-        out.append(await standing(ctx, cid, user_id))
+    for future in sent:
+        res = await future
+        if Reply(int(res[0])) is not Reply.OK:
+            out.append(None)
+            continue
+        _, score, rank, entry, gap = res
+        out.append(Standing(int(score), int(rank), orjson.loads(entry), int(gap) if gap else None))
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from healthcomp.competitions import repo as competitions_repo
@@ -124,15 +125,20 @@ async def set_totals(
     }
 
 
-async def standings_of(ctx: AppContext, user_id: str) -> list[dict[str, Any]]:
+async def standings_of(
+    ctx: AppContext, user_id: str, ids: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """The user's competitions (`ids`, read from the user's record when not given) with
+    score and rank: two round trips whatever their number."""
     now = ctx.clock.now()
-    ids = await reads.competitions_of(ctx, user_id)
+    if ids is None:
+        ids = await reads.competitions_of(ctx, user_id)
+    loaded, standings = await asyncio.gather(
+        competitions_repo.load_many(ctx, ids), reads.standings(ctx, user_id, ids)
+    )
     out: list[dict[str, Any]] = []
-    for stored in await competitions_repo.load_many(ctx, ids):
-        if stored is None:
-            continue
-        standing = await reads.standing(ctx, stored.id, user_id)
-        if standing is None:
+    for stored, standing in zip(loaded, standings, strict=True):
+        if stored is None or standing is None:
             continue
         out.append(
             {
