@@ -201,7 +201,8 @@ class UserBudgets:
         try:
             replies = await run_many(self.ctx, calls)
         except BaseException:
-            for user, n in spent:  # not sent: spend it at the next flush
+            # Not sent, or its reply lost: charged at the next flush (erring strict).
+            for user, n in spent:
                 mirror = self.mirrors.get(user)
                 if mirror is not None:
                     mirror.pending += n
