@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from healthcomp.activity import service as activity
 from healthcomp.activity.schemas import Batch, SyncBody
+from healthcomp.core import ratelimit
 from healthcomp.core.auth import Principal
 from healthcomp.core.context import AppContext
 from healthcomp.core.errors import known_error_response
@@ -67,8 +68,7 @@ class Lean:
             return False
         limit, offset, around = query
         try:
-            if principal.user_id is not None and ctx.limits is not None:
-                await ctx.limits.spend(principal.user_id)
+            await ratelimit.spend(ctx, principal)
             body = await leaderboard.board(
                 ctx, principal, cid, limit=limit, offset=offset, around=around
             )
@@ -92,8 +92,7 @@ class Lean:
             return
         batch = parsed if isinstance(parsed, Batch) else Batch(records=[parsed])
         try:
-            if principal.user_id is not None and ctx.limits is not None:
-                await ctx.limits.spend(principal.user_id)
+            await ratelimit.spend(ctx, principal)
             result, clearing = await activity.sync_deferred(ctx, principal, batch)
         except Exception as exc:
             await _refuse(exc, scope, send)

@@ -33,8 +33,7 @@ async def get_principal(
     except Unauthorized:
         await reject(ctx, request.client.host if request.client else "unknown")
         raise
-    if principal.user_id is not None and ctx.limits is not None:
-        await ctx.limits.spend(principal.user_id)
+    await ratelimit.spend(ctx, principal)
     return principal
 
 

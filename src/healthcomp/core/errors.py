@@ -302,9 +302,9 @@ def _internal(exc: Exception) -> Response:
 
 
 def known_error_response(exc: Exception) -> Response | None:
-    """The answer to an error raised below the framework (the lean routes), as the
-    handlers below give it: an AppError's envelope, 503 for Redis unreachable or
-    refusing; None for anything else (a bug: the caller re-raises it, for the 500)."""
+    """The answer to an AppError (its envelope) or to Redis unreachable or refusing
+    (503); None for anything else, a bug (500). The exception handlers below and the
+    lean routes, which run below the framework, both answer with it."""
     if isinstance(exc, AppError):
         return error_response(exc.status, exc.error, exc.message, exc.details, exc.headers)
     if isinstance(exc, CrossSlotTransactionError | InvalidPipelineStack):
@@ -317,9 +317,8 @@ def known_error_response(exc: Exception) -> Response | None:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def app_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, AppError)
-        return error_response(exc.status, exc.error, exc.message, exc.details, exc.headers)
+    async def known(_: Request, exc: Exception) -> Response:
+        return known_error_response(exc) or _internal(exc)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -341,28 +340,22 @@ def install_error_handlers(app: FastAPI) -> None:
         message = f"Invalid request: {fields}." if fields else "Invalid request body."
         return error_response(422, "validation_error", message, details)
 
-    async def redis_down(_: Request, exc: Exception) -> Response:
-        return _unreachable(exc)
-
     async def unexpected(_: Request, exc: Exception) -> Response:
         return _internal(exc)
 
-    async def redis_refused(request: Request, exc: Exception) -> Response:
-        return _refused(exc) or _internal(exc)
-
-    app.add_exception_handler(AppError, app_error)
+    app.add_exception_handler(AppError, known)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(RedisConnectionError, redis_down)
-    app.add_exception_handler(RedisTimeoutError, redis_down)
+    app.add_exception_handler(RedisConnectionError, known)
+    app.add_exception_handler(RedisTimeoutError, known)
     # A ConnectionError subclass, but an answer from a server that is up.
-    app.add_exception_handler(BusyLoadingError, redis_refused)
+    app.add_exception_handler(BusyLoadingError, known)
     # CLUSTERDOWN, TRYAGAIN, READONLY, OOM and the rest are ResponseErrors; so are bugs.
-    app.add_exception_handler(ResponseError, redis_refused)
+    app.add_exception_handler(ResponseError, known)
     # A cluster that cannot be reached raises RedisClusterException ("cannot be
     # connected", slot not covered), which is not a RedisError. An outage, not a bug;
     # but two subclasses are bugs.
-    app.add_exception_handler(RedisClusterException, redis_down)
+    app.add_exception_handler(RedisClusterException, known)
     for bug in (CrossSlotTransactionError, InvalidPipelineStack):
         app.add_exception_handler(bug, unexpected)
     app.add_exception_handler(Exception, unexpected)

@@ -49,7 +49,7 @@ class Lua:
     ) -> Any:
         """The same call, sent in one pipeline with the other scripts called in this turn
         of the event loop, or within `wait` seconds (`Pipeliner`): for the hot paths."""
-        return await ctx.pipeliner.enqueue(self, keys, args, wait)
+        return await self.send(ctx, keys, args, wait=wait)
 
     def send(
         self, ctx: AppContext, keys: Sequence[str], args: Sequence[Any], *, wait: float = 0

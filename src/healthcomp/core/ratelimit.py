@@ -33,6 +33,7 @@ from typing import Any
 
 from redis.exceptions import RedisClusterException, RedisError
 
+from healthcomp.core.auth import Principal
 from healthcomp.core.context import AppContext
 from healthcomp.core.errors import AppError, datastore_unavailable
 from healthcomp.core.lua import Call, Lua, run_many
@@ -88,10 +89,26 @@ def _params(per_minute: int) -> tuple[int, int]:
 
 async def check(ctx: AppContext, kind: str, subject: str, per_minute: int) -> None:
     """Raise 429 with Retry-After when `subject` is over `per_minute` requests; one
-    round trip (the per-IP limit, and a user's first request in this process)."""
+    round trip (the per-IP limit)."""
     if per_minute <= 0:
         return
-    interval, tolerance = _params(per_minute)
+    taken = await _take(ctx, kind, subject, *_params(per_minute))
+    if taken is not None and taken[0] > 0:
+        raise _limited(kind, taken[0])
+
+
+async def spend(ctx: AppContext, principal: Principal) -> None:
+    """Count a request of a signed-in user against their limit (429 when over); the
+    service role has none."""
+    if principal.user_id is not None and ctx.limits is not None:
+        await ctx.limits.spend(principal.user_id)
+
+
+async def _take(
+    ctx: AppContext, kind: str, subject: str, interval: int, tolerance: int
+) -> tuple[int, int] | None:
+    """One step of the shared bucket, charged only when allowed: (µs to wait, µs the
+    arrival time is ahead of now). None when Redis failed: the request goes through."""
     try:
         res: Any = await _GCRA(ctx, [ctx.keys.rate(kind, subject)], [interval, tolerance, 1, "1"])
     except (RedisError, RedisClusterException) as exc:
@@ -101,9 +118,8 @@ async def check(ctx: AppContext, kind: str, subject: str, per_minute: int) -> No
         # a lost reply does not charge the request twice.
         if not datastore_unavailable(exc):
             log.error("rate-limit check failed; the request goes through", exc_info=exc)
-        return
-    if int(res[0]) > 0:
-        raise _limited(kind, int(res[0]))
+        return None
+    return int(res[0]), int(res[1])
 
 
 def _now_us() -> float:
@@ -159,14 +175,10 @@ class UserBudgets:
     async def _prime(self, user_id: str) -> None:
         """A user new to this process: the shared state decides (and charges) this
         request, then the mirror follows it."""
-        key = self.ctx.keys.rate("user", user_id)
-        try:
-            res: Any = await _GCRA(self.ctx, [key], [self.interval, self.tolerance, 1, "1"])
-        except (RedisError, RedisClusterException) as exc:
-            if not datastore_unavailable(exc):
-                log.error("rate-limit check failed; the request goes through", exc_info=exc)
+        taken = await _take(self.ctx, "user", user_id, self.interval, self.tolerance)
+        if taken is None:
             return
-        wait, ahead = int(res[0]), int(res[1])
+        wait, ahead = taken
         if len(self.mirrors) >= MAX_MIRRORS:
             self._forget_idle(force=True)
         self.mirrors.setdefault(user_id, _Mirror(_now_us() + ahead))

@@ -83,6 +83,10 @@ class _Version:
         self.windows: dict[tuple[str, int], int] = {}  # (user, limit) -> start
         self.tails: dict[bool, bytes] = {}  # recounting -> the closing fields
 
+    def body(self, part: bytes, me: bytes, recounting: bool) -> bytes:
+        """The whole response: the envelope, a page's part, the caller's row, the end."""
+        return self.head + part + b',"me":' + me + self.tail(recounting)
+
     def tail(self, recounting: bool) -> bytes:
         tail = self.tails.get(recounting)
         if tail is None:
@@ -227,7 +231,7 @@ class Pages:
         part = known.keep(page, limit, caller, around, self.rendered)
         me = known.rows[caller] if caller is not None else _NULL
         recounting = page.recount is not None and page.recount.state == "running"
-        return known.head + part + b',"me":' + me + known.tail(recounting)
+        return known.body(part, me, recounting)
 
 
 def _from_memory(
@@ -267,7 +271,7 @@ def _from_memory(
         if row is None:
             return None
         me = row
-    return known.head + part + b',"me":' + me + known.tail(state.recounting)
+    return known.body(part, me, state.recounting)
 
 
 def _not_participant() -> Forbidden:
