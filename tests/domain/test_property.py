@@ -274,6 +274,7 @@ class Replay:
             return
         assert kind in ("sync", "write", "recount"), d
         before = self.order()
+        ranks_before = {u: self.rank_of(self.score[u]) for u in self.score}
         new = d["score"]
         if new != prev:
             self.score[user], self.reached[user] = new, ev.event_id
@@ -287,6 +288,10 @@ class Replay:
             passed_by = after[old_idx:new_idx][:50]
         assert (d["passed"], d["passed_by"]) == (passed, passed_by), (d, before, after)
         assert d["rank"] == self.rank_of(new), d
+        # Each one named: [rank after, rank before] (the personal rank_change frames).
+        for names, ranks in ((passed, d["passed_ranks"]), (passed_by, d["passed_by_ranks"])):
+            expected = [[self.rank_of(self.score[u]), ranks_before[u]] for u in names]
+            assert ranks == expected, (d, before, after)
 
 
 @dataclass

@@ -147,7 +147,7 @@ class Event:
 def parse_event(raw: bytes | str) -> dict[str, Any]:
     data: dict[str, Any] = orjson.loads(raw)
     # Lua's JSON encoder writes an empty list as `{}`.
-    for name in ("passed", "passed_by"):
+    for name in ("passed", "passed_by", "passed_ranks", "passed_by_ranks"):
         if name in data and not data[name]:
             data[name] = []
     return data

@@ -14,6 +14,12 @@ Each script takes only keys of one hash tag: the competition's `{c:C}` or the us
 * **Versions and events.** Every change to a board increments `meta.ver` and appends
   one event to the `ev` stream with id `<ver>-0`, in the same script: the event id is
   the board version, so a page that says `event_id: 41` reflects exactly events 1..41.
+  The same script publishes the event on the channel named like the stream, for the
+  live fan-out (`healthcomp.live`), which fills any gap from the stream.
+* **Who passed whom.** A score change's event names the participants the mover passed
+  (`passed`) or who passed it (`passed_by`), at most `PASSED_MAX` each, with each
+  one's rank after and before (`passed_ranks`, `passed_by_ranks`: `[rank, previous]`),
+  from which the WebSocket sends personal `rank_change` frames.
 * Times written into entries and events (`at`, `u`, `ls`, `j`) are the service's clock
   (`now` from the caller), like every other time the API shows; only the tie order
   uses the server's clock.
@@ -69,29 +75,51 @@ local function score_of(e, off, mi, goal)
   if s < 0 then s = 0 elseif s > MAXS then s = MAXS end
   return s
 end
-local function users_between(lb, a, b)
-  local out = {{}}
-  if b < a then return out end
+-- The users at board indexes a..b (bounded) and their {{rank, previous rank}} around
+-- the move of a participant whose score went from prev_sc. Those indexes are
+-- contiguous, so one ZCOUNT ranks the first; each next one shares the rank of an equal
+-- score or takes its index + 1. Whom the mover passed (up) each drop one rank: their
+-- score is below the mover's new one and was not above its old one. Those who passed
+-- the mover (it went down) each gain one when the old score was above theirs.
+local function users_between(lb, a, b, up, prev_sc)
+  local users, ranks = {{}}, {{}}
+  if b < a then return users, ranks end
   if b - a >= PASSED_MAX then b = a + PASSED_MAX - 1 end
-  for _, m in ipairs(redis.call('ZRANGE', lb, a, b)) do out[#out + 1] = user_of(m) end
-  return out
+  local rows = redis.call('ZRANGE', lb, a, b, 'WITHSCORES')
+  local rank, last = 0, nil
+  for i = 1, #rows, 2 do
+    local z = tonumber(rows[i + 1])
+    if last == nil then rank = redis.call('ZCOUNT', lb, '-inf', '(' .. rows[i + 1]) + 1
+    elseif z ~= last then rank = a + (i - 1) / 2 + 1 end
+    last = z
+    local before = rank
+    if up then before = rank - 1 elseif prev_sc > -z then before = rank + 1 end
+    users[#users + 1] = user_of(rows[i])
+    ranks[#ranks + 1] = {{rank, before}}
+  end
+  return users, ranks
 end
 -- Puts the entry on the board at its score. The tie time moves only with the score.
--- Returns whom the participant passed and who passed them (bounded), for the event.
+-- Returns whom the participant passed and who passed them (bounded) with their ranks
+-- after and before, for the event.
 local function place(meta, lb, user, e, prev_sc)
   local old_idx = false
   if e.m then
-    if e.sc == prev_sc then return {{}}, {{}} end
+    if e.sc == prev_sc then return {{}}, {{}}, {{}}, {{}} end
     old_idx = redis.call('ZRANK', lb, e.m)
     redis.call('ZREM', lb, e.m)
   end
   e.r = tick(meta)
   e.m = member(e.r, user)
   redis.call('ZADD', lb, fmt(-e.sc), e.m)
-  if not old_idx then return {{}}, {{}} end
+  if not old_idx then return {{}}, {{}}, {{}}, {{}} end
   local new_idx = redis.call('ZRANK', lb, e.m)
-  if new_idx < old_idx then return users_between(lb, new_idx + 1, old_idx), {{}} end
-  return {{}}, users_between(lb, old_idx, new_idx - 1)
+  if new_idx < old_idx then
+    local users, ranks = users_between(lb, new_idx + 1, old_idx, true, prev_sc)
+    return users, ranks, {{}}, {{}}
+  end
+  local users, ranks = users_between(lb, old_idx, new_idx - 1, false, prev_sc)
+  return {{}}, {{}}, users, ranks
 end
 -- The competition's fields (`state` first, then those named), or nil and the reply
 -- code saying why it takes no change (unknown, or cancelled/finalized).
@@ -105,7 +133,11 @@ local function emit(meta, ev, event)
   local ver = redis.call('HINCRBY', meta, 'ver', 1)
   event.event_id = ver
   redis.call('HSET', meta, 'updated_ms', fmt(event.at))
-  redis.call('XADD', ev, 'MAXLEN', '~', BACKLOG, ver .. '-0', 'e', cjson.encode(event))
+  local data = cjson.encode(event)
+  redis.call('XADD', ev, 'MAXLEN', '~', BACKLOG, ver .. '-0', 'e', data)
+  -- Live fan-out (healthcomp.live): the stream's own name is the channel. SPUBLISH on
+  -- a Redis 7 cluster (`Lua.registered` rewrites this call there).
+  redis.call('PUBLISH', ev, data)
   return ver
 end
 -- Stores a participant's changed entry, re-ranks it and emits the event.
@@ -116,13 +148,14 @@ local function commit(K, cid, user, e, prev_sc, kind, now)
   if prev_sc ~= nil and e.m and redis.call('ZSCORE', K[2], e.m) then
     prev_rank = rank_of(K[2], prev_sc)
   end
-  local passed, passed_by = place(K[1], K[2], user, e, prev_sc)
+  local passed, passed_ranks, passed_by, passed_by_ranks = place(K[1], K[2], user, e, prev_sc)
   redis.call('HSET', K[3], user, cjson.encode(e))
   local rank = rank_of(K[2], e.sc)
   local ver = emit(K[1], K[5], {{type = kind, competition_id = cid, user_id = user,
     user_name = redis.call('HGET', K[4], user) or user, score = e.sc,
     previous_score = prev_sc or cjson.null, rank = rank, previous_rank = prev_rank,
-    passed = passed, passed_by = passed_by, at = now}})
+    passed = passed, passed_by = passed_by, passed_ranks = passed_ranks,
+    passed_by_ranks = passed_by_ranks, at = now}})
   return rank, prev_rank, ver
 end
 """
