@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from redis.exceptions import RedisError
 
 from healthcomp import __version__
 from healthcomp.activity.routes import router as activity_router
@@ -68,6 +69,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             clock=clock or Clock(),
             embedded=embedded,
         )
+        try:
+            await asyncio.wait_for(handle.detect_sharded_pubsub(), 3)
+        except (TimeoutError, RedisError):
+            log.warning("could not ask the cluster its version; events use PUBLISH")
         ctx.limits = UserBudgets(ctx)
         ctx.limits.start()
         app.state.ctx = ctx
@@ -83,6 +88,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         try:
             yield
         finally:
+            hub = ctx.services.get("hub")
+            if hub is not None:
+                await hub.stop()  # closes its WebSockets with 1001
             await sweep.stop(sweeper)
             await ctx.limits.stop()
             for task in list(ctx.background):

@@ -100,6 +100,9 @@ APP_FACTORY = "healthcomp.app:serve_app"
 def _uvicorn(settings: Settings) -> None:
     import uvicorn
 
+    from healthcomp.uvicorn_server import WebSocketProtocol
+
+    heartbeat = settings.ws_heartbeat_seconds
     uvicorn.run(
         APP_FACTORY,
         factory=True,
@@ -110,6 +113,15 @@ def _uvicorn(settings: Settings) -> None:
         proxy_headers=True,
         server_header=False,
         access_log=settings.log_level in {"debug", "trace"},
+        # WebSockets: the sans-I/O implementation (closing with 1001 on shutdown), no
+        # per-message compression (a zlib context per socket would be most of an idle
+        # connection's memory), protocol pings that drop a peer silent for a
+        # heartbeat, client frames kept small.
+        ws=WebSocketProtocol,
+        ws_per_message_deflate=False,
+        ws_ping_interval=heartbeat,
+        ws_ping_timeout=heartbeat,
+        ws_max_size=64 * 1024,
     )
 
 

@@ -1,4 +1,5 @@
-"""The two hottest requests served below the framework: a leaderboard page and a sync.
+"""The two hottest requests served below the framework: a leaderboard page and a sync;
+and the live leaderboard's WebSocket (`healthcomp.live`), which the framework never sees.
 
 FastAPI's routes for them stay: they are what `/openapi.json` and `/docs` describe, and
 they answer everything this path does not take. This path takes a request only in the
@@ -29,6 +30,7 @@ from healthcomp.core.errors import known_error_response
 from healthcomp.core.keys import valid_id
 from healthcomp.engine import writes
 from healthcomp.leaderboard import service as leaderboard
+from healthcomp.live import socket as live
 
 log = logging.getLogger("healthcomp.lean")
 
@@ -55,6 +57,9 @@ class Lean:
             elif method == "POST" and path == SYNC_PATH:
                 await self._sync(scope, receive, send)
                 return
+        elif scope["type"] == "websocket" and scope["path"].startswith(live.PATH_PREFIX):
+            await live.serve(scope["app"].state.ctx, scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
     async def _board(self, scope: Scope, send: Send, cid: str) -> bool:

@@ -75,6 +75,25 @@ class Settings(BaseSettings):
     # shared state (core/ratelimit.py): the bound on how far processes can disagree.
     rate_limit_sync_ms: int = Field(50, ge=5, le=10_000, validation_alias="HC_RATE_LIMIT_SYNC_MS")
     step_goal: int = Field(10_000, ge=1, le=100_000, validation_alias="HC_STEP_GOAL")
+    # --- the live leaderboards (WebSocket, healthcomp.live) ---
+    # At most one `leaderboard_update` per competition per this interval.
+    ws_update_interval_ms: int = Field(
+        250, ge=10, le=60_000, validation_alias="HC_WS_UPDATE_INTERVAL_MS"
+    )
+    # A heartbeat frame to every client, and protocol pings that drop dead peers.
+    ws_heartbeat_seconds: float = Field(
+        25.0, ge=0.5, le=3600, validation_alias="HC_WS_HEARTBEAT_SECONDS"
+    )
+    # A client further behind than this many events gets a snapshot instead.
+    ws_max_lag: int = Field(256, ge=1, le=100_000, validation_alias="HC_WS_MAX_LAG")
+    # A client whose socket takes no frame for this long is closed with 1013.
+    ws_send_timeout_seconds: float = Field(
+        10.0, ge=0.5, le=600, validation_alias="HC_WS_SEND_TIMEOUT_SECONDS"
+    )
+    # Connections one process holds; the next ones are closed with 1013 (try again).
+    ws_max_connections: int = Field(
+        20_000, ge=1, le=1_000_000, validation_alias="HC_WS_MAX_CONNECTIONS"
+    )
     demo_on_start: bool = Field(False, validation_alias="HC_DEMO")
     metrics_public: bool = Field(True, validation_alias="HC_METRICS_PUBLIC")
     # A user organizes at most this many competitions that are not over (0: no cap).

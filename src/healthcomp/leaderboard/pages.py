@@ -173,6 +173,34 @@ class Pages:
         members_only: bool = False,
     ) -> bytes:
         """The whole response body (the success envelope around the board)."""
+        known, part, me, recounting = await self._view(
+            principal, cid, limit, offset, around, members_only
+        )
+        return known.body(part, me, recounting)
+
+    async def frame(
+        self, principal: Principal, cid: str, *, limit: int, head: bytes, with_me: bool
+    ) -> tuple[int, bytes]:
+        """The top `limit` as a WebSocket frame: `head` (an open object with the fields
+        before the board's own), the page's fields, the caller's row when `with_me`, and
+        the board's version, which it returns beside. The same access rules as a page."""
+        known, part, me, recounting = await self._view(principal, cid, limit, 0, None, False)
+        rest = known.tail(recounting)[:-1]  # the envelope's closing brace off
+        if with_me:
+            return known.version, head + part + b',"me":' + me + rest
+        return known.version, head + part + rest
+
+    async def _view(
+        self,
+        principal: Principal,
+        cid: str,
+        limit: int,
+        offset: int,
+        around: str | None,
+        members_only: bool,
+    ) -> tuple[_Version, bytes, bytes, bool]:
+        """The version a page comes from, its part, the caller's row and whether a
+        recount runs."""
         if around == "me":
             if principal.user_id is None:
                 raise ValidationFailed(
@@ -187,9 +215,9 @@ class Pages:
             raise not_found(cid)
         known = self.boards.get(cid)
         if known is not None and known.version == state.version:
-            body = _from_memory(known, state, principal, limit, offset, around, members_only)
-            if body is not None:
-                return body
+            view = _from_memory(known, state, principal, limit, offset, around, members_only)
+            if view is not None:
+                return view
         return await self._read(principal, cid, state, limit, offset, around, members_only)
 
     async def _read(
@@ -201,7 +229,7 @@ class Pages:
         offset: int,
         around: str | None,
         members_only: bool,
-    ) -> bytes:
+    ) -> tuple[_Version, bytes, bytes, bool]:
         caller = principal.user_id
         page = await reads.page(
             self.ctx,
@@ -231,7 +259,7 @@ class Pages:
         part = known.keep(page, limit, caller, around, self.rendered)
         me = known.rows[caller] if caller is not None else _NULL
         recounting = page.recount is not None and page.recount.state == "running"
-        return known.body(part, me, recounting)
+        return known, part, me, recounting
 
 
 def _from_memory(
@@ -242,8 +270,8 @@ def _from_memory(
     offset: int,
     around: str | None,
     members_only: bool,
-) -> bytes | None:
-    """The body from what is kept at this version, None when something is missing; the
+) -> tuple[_Version, bytes, bytes, bool] | None:
+    """The view from what is kept at this version, None when something is missing; the
     same refusals as the page script."""
     caller = principal.user_id
     if not principal.is_service and caller != state.organizer:
@@ -271,7 +299,7 @@ def _from_memory(
         if row is None:
             return None
         me = row
-    return known.body(part, me, state.recounting)
+    return known, part, me, state.recounting
 
 
 def _not_participant() -> Forbidden:

@@ -1,0 +1,622 @@
+"""One process's live fan-out: one pub/sub reader, a room per watched competition.
+
+Order and completeness. Events of a board have consecutive ids (the board version).
+A room takes them from the channel; one that arrives with a gap behind it (a message
+lost while the reader reconnected, or sent before the subscription was confirmed)
+makes the room read the missing ones from the competition's stream first, so clients
+see every id once and in order. After a reconnect every room reads what it missed the
+same way.
+
+Cost. A competition with no client in this process has no room and no subscription.
+An event is encoded once per room; a `rank_change` only for users connected here. A
+client's pump sends from the room's last `ws_max_lag` events; a client further behind
+(a slow socket, a long resume) is sent a fresh snapshot instead. A send that makes no
+progress for `ws_send_timeout_seconds` closes that client with 1013.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from itertools import islice
+from typing import Any
+
+from redis.asyncio.connection import AbstractConnection
+from starlette.types import Send
+
+from healthcomp.core.auth import SERVICE, Principal
+from healthcomp.core.context import AppContext
+from healthcomp.engine import reads
+from healthcomp.engine.model import parse_event
+from healthcomp.leaderboard.service import pages_of
+from healthcomp.live import frames
+
+log = logging.getLogger("healthcomp.live")
+
+_BOARD_READER = Principal(role=SERVICE, user_id=None)
+SUBSCRIBE_TIMEOUT = 5.0
+CATCH_UP_CHUNK = 200  # events read from a stream at once for one client
+
+# Hubs of this process (one per app), so the server can close their sockets with 1001
+# before it shuts connections down itself.
+HUBS: set[Hub] = set()
+
+
+class Closing(Exception):
+    """Close the client's socket with this code and reason."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class Delivered:
+    """One event as this room sends it: the shared frame and the personal ones."""
+
+    __slots__ = ("event_id", "frame", "personal")
+
+    def __init__(self, event_id: int, frame: str, personal: dict[str, str]) -> None:
+        self.event_id = event_id
+        self.frame = frame
+        self.personal = personal
+
+
+class Client:
+    """One WebSocket connection watching one board."""
+
+    __slots__ = (
+        "beat",
+        "board_sent",
+        "catching_up",
+        "closing",
+        "cursor",
+        "limit",
+        "principal",
+        "replies",
+        "room",
+        "send",
+        "sending_since",
+        "waiter",
+    )
+
+    def __init__(self, principal: Principal, limit: int, send: Send) -> None:
+        self.principal = principal
+        self.limit = limit
+        self.send = send
+        self.room: Room | None = None
+        self.cursor = 0  # the last event id this client has (sent or in a snapshot)
+        self.board_sent = 0  # the version of the last leaderboard_update sent
+        self.beat = 0
+        self.catching_up = False  # resuming with `since`: the lag bound waits
+        self.replies: list[str] = []  # answers to the client's own frames
+        self.closing: Closing | None = None
+        self.sending_since = 0.0  # monotonic time a send began, 0 when none is under way
+        self.waiter: asyncio.Future[None] | None = None
+
+    @property
+    def user_id(self) -> str | None:
+        return self.principal.user_id
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def close(self, code: int, reason: str) -> None:
+        if self.closing is None:
+            self.closing = Closing(code, reason)
+        self.wake()
+
+    def reply(self, frame: str) -> None:
+        if len(self.replies) < 32:  # a client flooding pings gets some of them answered
+            self.replies.append(frame)
+        self.wake()
+
+    async def _send(self, frame: str) -> None:
+        self.sending_since = time.monotonic()
+        await self.send({"type": "websocket.send", "text": frame})
+        self.sending_since = 0.0
+
+    async def pump(self, hub: Hub) -> None:
+        """Send what this client has not had yet, until it closes. Raises `Closing`."""
+        room = self.room
+        assert room is not None
+        max_lag = hub.ctx.settings.ws_max_lag
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.closing is not None:
+                raise self.closing
+            if self.replies:
+                replies, self.replies = self.replies, []
+                for frame in replies:
+                    await self._send(frame)
+                continue
+            if self.cursor < room.last:
+                if not self.catching_up and room.last - self.cursor > max_lag:
+                    await self.snapshot(hub, resync=True)
+                    continue
+                events = room.after(self.cursor)
+                if events is None:
+                    events = await room.read(
+                        self.cursor, min(CATCH_UP_CHUNK, room.last - self.cursor)
+                    )
+                    if not events or events[0].event_id != self.cursor + 1:
+                        # Older than the backlog: a snapshot instead of the events.
+                        await self.snapshot(hub, resync=True)
+                        continue
+                user = self.user_id
+                for ev in events:
+                    if ev.event_id != self.cursor + 1:
+                        continue
+                    await self._send(ev.frame)
+                    if user is not None:
+                        personal = ev.personal.get(user)
+                        if personal is not None:
+                            await self._send(personal)
+                    self.cursor = ev.event_id
+                    if self.closing is not None or self.replies:
+                        break
+                continue
+            self.catching_up = False
+            board = room.boards.get(self.limit)
+            if board is not None and self.board_sent < board[0] <= self.cursor:
+                self.board_sent = board[0]
+                await self._send(board[1])
+                continue
+            if self.beat < room.beat:
+                self.beat = room.beat
+                await self._send(frames.heartbeat(room.last, int(time.time() * 1000)))
+                continue
+            self.waiter = loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    async def snapshot(self, hub: Hub, *, resync: bool) -> None:
+        """Send the top of the board with the caller's own entry; later events follow
+        from its version. Access is checked again (a board can turn private)."""
+        room = self.room
+        assert room is not None
+        head = frames.board_head(room.cid, snapshot=True, resync=resync)
+        version, body = await pages_of(hub.ctx).frame(
+            self.principal, room.cid, limit=self.limit, head=head, with_me=True
+        )
+        self.cursor = max(self.cursor, version)
+        self.board_sent = max(self.board_sent, version)
+        self.catching_up = False
+        await self._send(body.decode())
+
+
+class Room:
+    """The clients of one competition in this process and its recent events."""
+
+    def __init__(self, hub: Hub, cid: str) -> None:
+        self.hub = hub
+        self.cid = cid
+        self.channel = hub.ctx.keys.events(cid)
+        self.clients: set[Client] = set()
+        self.members: Counter[str] = Counter()  # users connected here, by connections
+        self.last = 0  # the last event id taken in order
+        self.ring: deque[Delivered] = deque(maxlen=hub.ctx.settings.ws_max_lag)
+        self.boards: dict[int, tuple[int, str]] = {}  # limit -> (version, frame)
+        self.beat = 0
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.held: dict[int, dict[str, Any]] = {}  # arrived ahead of a gap
+        self.filling = False
+        self._refresh: asyncio.TimerHandle | None = None
+        self._refreshed = 0.0
+        self._refreshing = False
+
+    # --- clients ------------------------------------------------------------------
+
+    def add(self, client: Client) -> None:
+        self.clients.add(client)
+        if client.user_id is not None:
+            self.members[client.user_id] += 1
+        client.room = self
+        client.beat = self.beat
+
+    def remove(self, client: Client) -> None:
+        self.clients.discard(client)
+        user = client.user_id
+        if user is not None:
+            self.members[user] -= 1
+            if self.members[user] <= 0:
+                del self.members[user]
+
+    def pulse(self) -> None:
+        for client in self.clients:
+            client.wake()
+
+    # --- events -------------------------------------------------------------------
+
+    def offer(self, data: dict[str, Any]) -> None:
+        """An event from the channel (or the stream), in whatever order it came."""
+        event_id = int(data["event_id"])
+        if event_id <= self.last:
+            return
+        if self.filling or event_id != self.last + 1:
+            self.held[event_id] = data
+            if not self.filling:
+                self._fill()
+            return
+        self._take(data)
+        self._advanced()
+
+    def _take(self, data: dict[str, Any]) -> None:
+        personal = frames.personal_frames(data) if self.members else {}
+        if personal:
+            personal = {u: f for u, f in personal.items() if u in self.members}
+        self.ring.append(Delivered(int(data["event_id"]), frames.event_frame(data), personal))
+        self.last = int(data["event_id"])
+
+    def _fill(self) -> None:
+        self.filling = True
+        task = asyncio.get_running_loop().create_task(self._fill_from_stream())
+        self.hub.tasks.add(task)
+        task.add_done_callback(self.hub.tasks.discard)
+
+    async def _fill_from_stream(self) -> None:
+        """Take the events after `last` from the stream, then those held back."""
+        try:
+            stalled = 0
+            while True:
+                try:
+                    events = await reads.events_since(self.hub.ctx, self.cid, self.last, 1000)
+                except Exception:
+                    log.warning("reading the events of %s failed; retrying", self.cid)
+                    await asyncio.sleep(0.5)
+                    continue
+                before = self.last
+                for ev in events:
+                    if ev.event_id > self.last:
+                        if ev.event_id != self.last + 1:
+                            # Trimmed from the stream already: clients behind this
+                            # point get a snapshot (the ring restarts here).
+                            self.ring.clear()
+                        self._take(ev.data)
+                for event_id in sorted(self.held):
+                    if event_id == self.last + 1:
+                        self._take(self.held[event_id])
+                    if event_id <= self.last:
+                        del self.held[event_id]
+                if len(events) < 1000 and not self.held:
+                    return
+                stalled = stalled + 1 if self.last == before else 0
+                if stalled >= 3:  # held events the stream never had: take them as they are
+                    self.ring.clear()
+                    for event_id in sorted(self.held):
+                        self._take(self.held.pop(event_id))
+                    return
+        finally:
+            self.filling = False
+            self.held.clear()
+            self._advanced()
+
+    def _advanced(self) -> None:
+        self.pulse()
+        if self._refresh is None and not self._refreshing:
+            loop = asyncio.get_running_loop()
+            interval = self.hub.ctx.settings.ws_update_interval_ms / 1000
+            delay = max(0.0, self._refreshed + interval - loop.time())
+            self._refresh = loop.call_later(delay, self._start_refresh)
+
+    def _start_refresh(self) -> None:
+        self._refresh = None
+        self._refreshing = True
+        task = asyncio.get_running_loop().create_task(self._refresh_boards())
+        self.hub.tasks.add(task)
+        task.add_done_callback(self.hub.tasks.discard)
+
+    async def _refresh_boards(self) -> None:
+        """One `leaderboard_update` per limit the clients asked for, encoded once."""
+        try:
+            limits = {client.limit for client in self.clients}
+            head = frames.board_head(self.cid, snapshot=False, resync=False)
+            pages = pages_of(self.hub.ctx)
+            for limit in limits:
+                try:
+                    version, body = await pages.frame(
+                        _BOARD_READER, self.cid, limit=limit, head=head, with_me=False
+                    )
+                except Exception:
+                    log.warning("reading the board of %s failed", self.cid, exc_info=True)
+                    continue
+                known = self.boards.get(limit)
+                if known is None or known[0] < version:
+                    self.boards[limit] = (version, body.decode())
+            for limit in list(self.boards):
+                if limit not in limits:
+                    del self.boards[limit]
+        finally:
+            self._refreshing = False
+            self._refreshed = asyncio.get_running_loop().time()
+            self.pulse()
+            newest = max((b[0] for b in self.boards.values()), default=0)
+            if newest < self.last and self.clients:
+                self._advanced()
+
+    def after(self, cursor: int) -> list[Delivered] | None:
+        """The kept events after `cursor`, None when the ring does not reach back."""
+        ring = self.ring
+        if not ring or cursor + 1 < ring[0].event_id:
+            return None
+        return list(islice(ring, cursor + 1 - ring[0].event_id, None))
+
+    async def read(self, cursor: int, count: int) -> list[Delivered]:
+        """Events after `cursor` from the stream (a resume, or a client behind the
+        ring), encoded for this room."""
+        events = await reads.events_since(self.hub.ctx, self.cid, cursor, count)
+        out = []
+        for ev in events:
+            personal = frames.personal_frames(ev.data) if self.members else {}
+            out.append(Delivered(ev.event_id, frames.event_frame(ev.data), personal))
+        return out
+
+
+class Hub:
+    """The process's rooms and its pub/sub links."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.rooms: dict[str, Room] = {}
+        self.by_channel: dict[str, Room] = {}
+        self.links: dict[str, _Link] = {}
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.connections = 0
+        self._none_left = asyncio.Event()
+        self._none_left.set()
+        self._beat: asyncio.Task[None] | None = None
+        HUBS.add(self)
+
+    def start(self) -> None:
+        if self._beat is None:
+            self._beat = asyncio.get_running_loop().create_task(self._heartbeats())
+
+    # --- rooms ------------------------------------------------------------------
+
+    async def join(self, client: Client, cid: str) -> Room:
+        """Put the client in the competition's room, made and subscribed if new.
+        Raises when the subscription cannot be made (Redis unreachable)."""
+        self.start()
+        room = self.rooms.get(cid)
+        if room is None:
+            room = self.rooms[cid] = Room(self, cid)
+            self.by_channel[room.channel] = room
+            task = asyncio.get_running_loop().create_task(self._open(room))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        room.add(client)
+        try:
+            await asyncio.shield(room.ready)
+        except BaseException:
+            self.leave(client)
+            raise
+        return room
+
+    async def _open(self, room: Room) -> None:
+        try:
+            link = await self._link_for(room.channel)
+            await link.subscribe(room.channel)
+            # Subscribed first, then the version: an event after it arrives on the
+            # channel, and one between the two is a gap the room fills.
+            state = await reads.board_state(self.ctx, room.cid)
+            room.last = state.version if state is not None else 0
+            room.ready.set_result(None)
+        except BaseException as exc:
+            if self.rooms.get(room.cid) is room:
+                del self.rooms[room.cid]
+                self.by_channel.pop(room.channel, None)
+            room.ready.set_exception(exc)
+            room.ready.exception()  # read here: the clients may all have gone
+            if not isinstance(exc, Exception):
+                raise
+
+    def leave(self, client: Client) -> None:
+        room = client.room
+        if room is None:
+            return
+        room.remove(client)
+        client.room = None
+        if not room.clients and self.rooms.get(room.cid) is room and room.ready.done():
+            del self.rooms[room.cid]
+            self.by_channel.pop(room.channel, None)
+            if room._refresh is not None:
+                room._refresh.cancel()
+            for link in self.links.values():
+                if room.channel in link.channels:
+                    link.unsubscribe(room.channel)
+
+    def on_message(self, channel: str, payload: str) -> None:
+        room = self.by_channel.get(channel)
+        if room is None or not room.ready.done():
+            return
+        try:
+            data = parse_event(payload)
+        except ValueError:
+            log.warning("an unreadable event on %s", channel)
+            return
+        room.offer(data)
+
+    def refill(self, channels: set[str]) -> None:
+        """After a reconnect: each room reads what it missed from its stream."""
+        for channel in channels:
+            room = self.by_channel.get(channel)
+            if room is not None and room.ready.done() and not room.filling:
+                room._fill()
+
+    async def _link_for(self, channel: str) -> _Link:
+        ctx = self.ctx
+        if ctx.redis.mode == "cluster":
+            await ctx.r.initialize()
+            node = ctx.r.get_node_from_key(channel)
+            name = str(node.name)
+            kwargs = dict(node.connection_kwargs)
+            connection_class = node.connection_class
+        else:
+            name = "main"
+            pool = ctx.r.connection_pool
+            kwargs = dict(pool.connection_kwargs)
+            connection_class = pool.connection_class
+        link = self.links.get(name)
+        if link is None:
+            kwargs.update(socket_timeout=None, health_check_interval=0)
+
+            def factory() -> AbstractConnection:
+                conn: AbstractConnection = connection_class(**kwargs)
+                return conn
+
+            link = self.links[name] = _Link(self, factory, sharded=ctx.redis.sharded_pubsub)
+        return link
+
+    # --- heartbeats, slow clients, shutdown -------------------------------------
+
+    async def _heartbeats(self) -> None:
+        settings = self.ctx.settings
+        period = settings.ws_heartbeat_seconds
+        check = min(1.0, period)
+        since_beat = 0.0
+        while True:
+            await asyncio.sleep(check)
+            since_beat += check
+            beat = since_beat >= period
+            if beat:
+                since_beat = 0.0
+            now = time.monotonic()
+            limit = settings.ws_send_timeout_seconds
+            for room in list(self.rooms.values()):
+                if beat:
+                    room.beat += 1
+                    room.pulse()
+                for client in list(room.clients):
+                    if client.sending_since and now - client.sending_since > limit:
+                        client.close(1013, "too slow: the socket took no data")
+
+    def opened(self) -> None:
+        self.connections += 1
+        self._none_left.clear()
+
+    def closed(self) -> None:
+        self.connections -= 1
+        if self.connections <= 0:
+            self._none_left.set()
+
+    async def close_all(self, code: int, reason: str, wait: float = 2.0) -> None:
+        """Close every client (1001 on shutdown) and give them `wait` seconds."""
+        for room in self.rooms.values():
+            for client in room.clients:
+                client.close(code, reason)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._none_left.wait(), wait)
+
+    async def stop(self) -> None:
+        await self.close_all(1001, "server shutting down")
+        HUBS.discard(self)
+        tasks = [t for t in (self._beat, *self.tasks) if t is not None]
+        for link in self.links.values():
+            tasks.extend(link.stop())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+
+
+class _Link:
+    """One pub/sub connection (to the server, or to one node of a cluster) and the
+    task reading it. Reconnects by itself; every room it serves then refills."""
+
+    def __init__(self, hub: Hub, factory: Callable[[], AbstractConnection], *, sharded: bool):
+        self.hub = hub
+        self.factory = factory
+        self.sub, self.unsub = (
+            ("SSUBSCRIBE", "SUNSUBSCRIBE") if sharded else ("SUBSCRIBE", "UNSUBSCRIBE")
+        )
+        self.channels: set[str] = set()
+        self.acks: dict[str, asyncio.Future[None]] = {}
+        self.conn: AbstractConnection | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def subscribe(self, channel: str) -> None:
+        self.channels.add(channel)
+        ack = self.acks.get(channel)
+        if ack is None or ack.done():
+            ack = self.acks[channel] = asyncio.get_running_loop().create_future()
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run())
+        elif self.conn is not None:
+            await self.conn.send_command(self.sub, channel)
+        await asyncio.wait_for(asyncio.shield(ack), SUBSCRIBE_TIMEOUT)
+
+    def unsubscribe(self, channel: str) -> None:
+        self.channels.discard(channel)
+        self.acks.pop(channel, None)
+        conn = self.conn
+        if conn is not None:
+            task = asyncio.get_running_loop().create_task(self._send(conn, self.unsub, channel))
+            self.hub.tasks.add(task)
+            task.add_done_callback(self.hub.tasks.discard)
+
+    async def _send(self, conn: AbstractConnection, *args: str) -> None:
+        with contextlib.suppress(Exception):
+            await conn.send_command(*args)
+
+    def stop(self) -> list[asyncio.Task[None]]:
+        return [self.task] if self.task is not None else []
+
+    async def _run(self) -> None:
+        delay = 0.1
+        first = True
+        while True:
+            conn = self.factory()
+            try:
+                await conn.connect()  # type: ignore[no-untyped-call]
+                self.conn = conn
+                if self.channels:
+                    await conn.send_command(self.sub, *sorted(self.channels))
+                if not first:
+                    self.hub.refill(set(self.channels))
+                first = False
+                delay = 0.1
+                await self._read(conn)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("the live events link dropped (%s); reconnecting", exc)
+            finally:
+                self.conn = None
+                with contextlib.suppress(Exception):
+                    await conn.disconnect(nowait=True)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def _read(self, conn: AbstractConnection) -> None:
+        period = self.hub.ctx.settings.ws_heartbeat_seconds
+        asked = False
+        while True:
+            msg = await conn.read_response(timeout=period)
+            if msg is None:
+                if asked:
+                    raise ConnectionError("Redis did not answer a PING on the events link")
+                await conn.send_command("PING")
+                asked = True
+                continue
+            asked = False
+            if not isinstance(msg, list) or not msg:
+                continue
+            kind = str(msg[0])
+            if kind in ("message", "smessage"):
+                self.hub.on_message(str(msg[1]), msg[2])
+            elif kind in ("subscribe", "ssubscribe"):
+                ack = self.acks.get(str(msg[1]))
+                if ack is not None and not ack.done():
+                    ack.set_result(None)
+            elif kind == "sunsubscribe" and str(msg[1]) in self.channels:
+                # The slot moved to another node: subscribe there.
+                raise ConnectionError("a shard channel moved")
