@@ -165,7 +165,8 @@ class Watcher:
         while not check(self.frames):
             left = deadline - time.monotonic()
             if left <= 0 or self._task.done():
-                raise AssertionError(f"timed out; frames: {self.frames[-8:]}")
+                seen = [(f["type"], f.get("event_id")) for f in self.frames[-12:]]
+                raise AssertionError(f"timed out; the last frames (type, event_id): {seen}")
             self._new.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new.wait(), left)

@@ -81,6 +81,8 @@ class Client:
         "room",
         "send",
         "sending_since",
+        "stuck",
+        "task",
         "waiter",
     )
 
@@ -97,6 +99,8 @@ class Client:
         self.closing: Closing | None = None
         self.sending_since = 0.0  # monotonic time a send began, 0 when none is under way
         self.waiter: asyncio.Future[None] | None = None
+        self.task: asyncio.Task[None] | None = None  # the pump, once started
+        self.stuck = False  # a send made no progress for the send timeout
 
     @property
     def user_id(self) -> str | None:
@@ -495,8 +499,12 @@ class Hub:
                     room.beat += 1
                     room.pulse()
                 for client in list(room.clients):
-                    if client.sending_since and now - client.sending_since > limit:
-                        client.close(1013, "too slow: the socket took no data")
+                    since = client.sending_since
+                    if since and now - since > limit and not client.stuck:
+                        # Blocked in a send: stop it (socket.serve closes or cuts it).
+                        client.stuck = True
+                        if client.task is not None:
+                            client.task.cancel()
 
     def opened(self) -> None:
         self.connections += 1

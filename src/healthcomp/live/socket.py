@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -24,15 +25,20 @@ from healthcomp.core import ratelimit
 from healthcomp.core.context import AppContext
 from healthcomp.core.errors import AppError, Unauthorized, ValidationFailed, known_error_response
 from healthcomp.core.keys import valid_id
+from healthcomp.engine import reads
 from healthcomp.leaderboard.service import pages_of
 from healthcomp.live import frames
 from healthcomp.live.hub import Client, Closing, Hub
+
+# uvicorn_server.ABORT: where our uvicorn protocol offers to cut a connection.
+ABORT = "healthcomp.abort"
 
 log = logging.getLogger("healthcomp.live")
 
 PATH_PREFIX = "/ws/leaderboard/"
 DEFAULT_LIMIT, MAX_LIMIT = 10, 100
 MAX_CLIENT_FRAME = 4096  # bytes; a client sends only small control frames
+CLOSE_WAIT = 1.0  # seconds a close frame may wait for a socket that takes nothing
 POLICY, TRY_AGAIN, INTERNAL = 1008, 1013, 1011
 
 
@@ -125,7 +131,7 @@ async def serve(ctx: AppContext, scope: Scope, receive: Receive, send: Send) -> 
             await _close(send, TRY_AGAIN, "live updates are unavailable; try again")
             return
         since = params.since
-        resumed = since is not None and since <= version
+        resumed = since is not None and await _in_backlog(ctx, cid, since, version)
         await client.send(
             _text(
                 frames.connected(
@@ -147,7 +153,9 @@ async def serve(ctx: AppContext, scope: Scope, receive: Receive, send: Send) -> 
             client.cursor = client.board_sent = version
             await client.send(_text(snapshot.decode()))
         expiry = _expire_at_exp(client, principal.claims.get("exp"), settings.jwt_leeway_seconds)
-        pump = asyncio.get_running_loop().create_task(_pump(hub, client))
+        abort = scope.get("extensions", {}).get(ABORT)
+        pump = asyncio.get_running_loop().create_task(_pump(hub, client, abort))
+        client.task = pump
         await _listen(client, receive)
     finally:
         if expiry is not None:
@@ -158,6 +166,14 @@ async def serve(ctx: AppContext, scope: Scope, receive: Receive, send: Send) -> 
                 await pump
         hub.leave(client)
         hub.closed()
+
+
+async def _in_backlog(ctx: AppContext, cid: str, since: int, version: int) -> bool:
+    """Whether every event after `since` is still in the stream (or none is missed)."""
+    if since >= version:
+        return since == version
+    first = await reads.events_since(ctx, cid, since, 1)
+    return bool(first) and first[0].event_id == since + 1
 
 
 def _text(frame: str) -> dict[str, Any]:
@@ -174,21 +190,27 @@ def _expire_at_exp(client: Client, exp: Any, leeway: int) -> asyncio.TimerHandle
     )
 
 
-async def _pump(hub: Hub, client: Client) -> None:
+async def _pump(hub: Hub, client: Client, abort: Callable[[], None] | None) -> None:
     """The client's sends; any end closes the socket with the code that says why."""
     try:
         await client.pump(hub)
     except Closing as closing:
-        await _close(client.send, closing.code, closing.reason)
+        await _close(client.send, closing.code, closing.reason, abort)
     except asyncio.CancelledError:
-        raise
+        if not client.stuck:
+            raise
+        # A send blocked for the send timeout: the peer stopped reading.
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        await _close(client.send, TRY_AGAIN, "too slow: the socket took no data", abort)
     except OSError:
         return  # the client went away (the server's ClientDisconnected)
     except Exception as exc:
         code, frame = _refusal(exc)
         with contextlib.suppress(Exception):
-            await client.send(_text(frame))
-        await _close(client.send, code, "refused")
+            await asyncio.wait_for(client.send(_text(frame)), CLOSE_WAIT)
+        await _close(client.send, code, "refused", abort)
 
 
 async def _listen(client: Client, receive: Receive) -> None:
@@ -254,6 +276,15 @@ def frame_reason(frame: str) -> str:
     return reason.encode()[:120].decode("utf-8", "ignore")
 
 
-async def _close(send: Send, code: int, reason: str) -> None:
-    with contextlib.suppress(Exception):
-        await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
+async def _close(
+    send: Send, code: int, reason: str, abort: Callable[[], None] | None = None
+) -> None:
+    """Send the close frame; a socket that takes nothing within `CLOSE_WAIT` is cut
+    (`abort`, where the server offers one)."""
+    try:
+        await asyncio.wait_for(
+            send({"type": "websocket.close", "code": code, "reason": reason[:120]}), CLOSE_WAIT
+        )
+    except Exception:
+        if abort is not None:
+            abort()
