@@ -53,6 +53,43 @@ class Million:
     busy: Load | None = None
 
 
+@dataclass(frozen=True)
+class WsScenario:
+    """One WebSocket scenario of bench/ws.py: connections open, syncs driven, frames timed."""
+
+    name: str
+    connections: int  # asked for
+    opened: int  # connected and sent their snapshot
+    competitions: int
+    syncs: int
+    deliveries: int  # expected: every open connection of a competition, every sync to it
+    received: int  # score_update frames of those syncs that arrived
+    lost: int
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    kib_per_connection: float | None  # the worker's RSS, opened minus before, over `opened`
+    rss_mb: float  # the worker's RSS with the connections open and idle
+    open_seconds: float
+    closed_by_server: int = 0  # connections the server closed during the scenario
+    out_of_order: int = 0  # score_update frames not after the connection's previous one
+    failures: dict[str, int] = field(default_factory=dict)  # why connections did not open
+
+
+@dataclass(frozen=True)
+class WebSocket:
+    """bench/ws.py's run: its own service (one worker), client processes, scenarios."""
+
+    processes: int  # client processes
+    watchers: int  # distinct users the connections sign in as
+    participants: int  # of the one competition
+    rate: float  # syncs per second, one competition
+    many_rate: float  # syncs per second, many competitions
+    seconds: float
+    settle: float
+    scenarios: list[WsScenario]
+
+
 @dataclass
 class Run:
     command: str
@@ -68,6 +105,7 @@ class Run:
     wrk_version: str
     rows: list[Row] = field(default_factory=list)
     million: Million | None = None
+    ws: WebSocket | None = None
     rss_idle: dict[str, float] = field(default_factory=dict)
     rss_loaded: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
@@ -209,6 +247,68 @@ def million_table(m: Million) -> list[str]:
     ]
 
 
+def _opt_ms(value: float | None) -> str:
+    return NONE if value is None else _ms(value)
+
+
+def ws_table(ws: WebSocket) -> list[str]:
+    body = []
+    for sc in ws.scenarios:
+        opened = f"{sc.opened:,}" + (
+            "" if sc.opened == sc.connections else f" of {sc.connections:,}"
+        )
+        kib = NONE if sc.kib_per_connection is None else f"{sc.kib_per_connection:.1f}"
+        body.append(
+            [
+                sc.name,
+                opened,
+                f"{sc.competitions:,}",
+                f"{sc.syncs:,}",
+                f"{sc.deliveries:,}",
+                f"{sc.lost:,}",
+                _opt_ms(sc.p50_ms),
+                _opt_ms(sc.p99_ms),
+                _opt_ms(sc.max_ms),
+                kib,
+                f"{sc.rss_mb:.1f}",
+            ]
+        )
+    header = [
+        "scenario",
+        "connections",
+        "competitions",
+        "syncs",
+        "deliveries",
+        "lost",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "KiB/idle conn",
+        "server RSS MB",
+    ]
+    return _table(header, body)
+
+
+def ws_notes(ws: WebSocket) -> list[str]:
+    """What else a scenario saw: opening time, closes, disorder, refusals."""
+    notes = []
+    for sc in ws.scenarios:
+        rate = sc.opened / sc.open_seconds if sc.open_seconds else 0.0
+        parts = [f"opened in {sc.open_seconds:.1f} s ({rate:,.0f}/s)"]
+        if sc.closed_by_server:
+            parts.append(f"**{sc.closed_by_server:,} closed by the server**")
+        if sc.out_of_order:
+            parts.append(f"**{sc.out_of_order:,} score_update frames out of order or repeated**")
+        if sc.received > sc.deliveries - sc.lost:
+            parts.append(
+                f"{sc.received - (sc.deliveries - sc.lost):,} deliveries beyond those expected"
+            )
+        for why, count in sorted(sc.failures.items()):
+            parts.append(f"**{count:,} did not open: {why}**")
+        notes.append(f"- {sc.name}: " + "; ".join(parts))
+    return notes
+
+
 def rss_table(run: Run) -> list[str]:
     body = [
         [name, f"{mb:.1f}", f"{run.rss_loaded[name]:.1f}" if name in run.rss_loaded else NONE]
@@ -265,7 +365,54 @@ def targets_table(run: Run) -> list[str]:
             top < 80 if top is not None else None,
         )
     )
+    body.extend(ws_targets(run.ws))
     return _table(["SPEC §8 target", "measured", ""], body)
+
+
+WS_ONE, WS_MANY = "one competition", "many competitions"
+WS_CONNECTIONS = 10_000  # SPEC §8: open connections on one process
+WS_P99_MS = 1000.0
+WS_KIB = 20.0
+
+
+def ws_targets(ws: WebSocket | None) -> list[list[str]]:
+    """SPEC §8's WebSocket targets, judged on the one-competition scenario: every open
+    connection watches the board the syncs change."""
+    one = next((sc for sc in ws.scenarios if sc.name == WS_ONE), None) if ws else None
+    if one is None:
+        return [
+            _target(f"{WS_CONNECTIONS:,} open WebSocket connections on one process", NONE, None),
+            _target("a score change reaches all of them, p99 < 1 s", NONE, None),
+            _target("< 20 KiB per idle WebSocket connection", NONE, None),
+        ]
+    full = one.connections >= WS_CONNECTIONS
+    size = "" if full else f" (measured at {one.connections:,})"
+    opened = f"{one.opened:,} open" + (
+        "" if one.opened == one.connections else f" of {one.connections:,}"
+    )
+    reached = (
+        NONE
+        if one.p99_ms is None
+        else f"p99 {_ms(one.p99_ms)} ms, {one.lost:,} of {one.deliveries:,} lost"
+    )
+    kib = one.kib_per_connection
+    return [
+        _target(
+            f"{WS_CONNECTIONS:,} open WebSocket connections on one process{size}",
+            opened,
+            (one.opened >= WS_CONNECTIONS and one.closed_by_server == 0) if full else None,
+        ),
+        _target(
+            f"a score change reaches all of them, p99 < 1 s{size}",
+            reached,
+            None if one.p99_ms is None else one.p99_ms < WS_P99_MS and one.lost == 0,
+        ),
+        _target(
+            f"< 20 KiB per idle WebSocket connection{size}",
+            NONE if kib is None else f"{kib:.1f} KiB",
+            None if kib is None else kib < WS_KIB,
+        ),
+    ]
 
 
 def _faster_than_health(run: Run) -> list[str]:
@@ -329,6 +476,8 @@ def render(run: Run) -> str:
             "",
             *million_table(m),
         ]
+    if run.ws is not None:
+        lines += ["", "### WebSocket", "", *ws_lines(run.ws)]
     if run.rss_idle:
         lines += [
             "",
@@ -340,6 +489,27 @@ def render(run: Run) -> str:
         ]
     lines += ["", "### SPEC §8", "", *targets_table(run)]
     return "\n".join(lines) + "\n"
+
+
+def ws_lines(ws: WebSocket) -> list[str]:
+    return [
+        "`python -m bench.ws`: its own service (`healthcomp serve --workers 1`, production "
+        "configuration, embedded Redis, `RLIMIT_NOFILE` raised to its hard limit); the "
+        f"connections from {ws.processes} client process{'es' if ws.processes != 1 else ''} "
+        "(bench/wsclient.py, a minimal RFC 6455 client on asyncio protocols and uvloop), "
+        f"signed in as {ws.watchers:,} users who watch without taking part. Opened, then "
+        f"{ws.settle:g} s idle: the worker's RSS growth over the connections is the memory per "
+        "idle connection. Then single-record syncs through the REST API, "
+        f"{ws.rate:g}/s for {ws.seconds:g} s on the one competition ({ws.participants} "
+        f"participants), {ws.many_rate:g}/s for {ws.seconds:g} s rotating over the many; "
+        "latency is the arrival of the `score_update` frame on a connection minus the time "
+        "the sync request was sent, over every (connection, sync) pair; every connection of "
+        "a competition must get every sync to it, or it counts as lost.",
+        "",
+        *ws_table(ws),
+        "",
+        *ws_notes(ws),
+    ]
 
 
 def write_docs(path: Path, block: str) -> None:

@@ -70,10 +70,10 @@ class Connection(asyncio.Protocol):
         "_fragments",
         "_fragments_size",
         "_key",
-        "closed",
         "close_code",
         "close_reason",
         "close_sent",
+        "closed",
         "error",
         "host",
         "on_message",
@@ -138,6 +138,7 @@ class Connection(asyncio.Protocol):
             self.upgraded.set_exception(
                 HandshakeError(self.error or f"connection lost during the handshake ({exc})")
             )
+            self.upgraded.exception()  # retrieved: no warning when nobody awaits it any more
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -211,7 +212,7 @@ class Connection(asyncio.Protocol):
             payload = data[start:end]
             i = end
             opcode = b0 & 0x0F
-            if opcode == TEXT or opcode == BINARY:
+            if opcode in (TEXT, BINARY):
                 if self._fragments is not None:
                     self._fail("a new message inside a fragmented one", 1002)
                     return

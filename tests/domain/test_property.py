@@ -279,13 +279,15 @@ class Replay:
         if new != prev:
             self.score[user], self.reached[user] = new, ev.event_id
         after = self.order()
-        old_idx, new_idx = before.index(user), after.index(user)
+        # Passes change ranks: whom a rise passed (at or below the old score, below
+        # the new) and who passed a fall (at or above the new score, below the old).
         passed: list[str] = []
         passed_by: list[str] = []
-        if new != prev and new_idx < old_idx:
-            passed = after[new_idx + 1 : old_idx + 1][:50]
-        elif new != prev:
-            passed_by = after[old_idx:new_idx][:50]
+        others = [u for u in after if u != user]
+        if new > prev:
+            passed = [u for u in others if prev <= self.score[u] < new][:50]
+        elif new < prev:
+            passed_by = [u for u in others if new <= self.score[u] < prev][:50]
         assert (d["passed"], d["passed_by"]) == (passed, passed_by), (d, before, after)
         assert d["rank"] == self.rank_of(new), d
         # Each one named: [rank after, rank before] (the personal rank_change frames).

@@ -16,10 +16,12 @@ Each script takes only keys of one hash tag: the competition's `{c:C}` or the us
   the board version, so a page that says `event_id: 41` reflects exactly events 1..41.
   The same script publishes the event on the channel named like the stream, for the
   live fan-out (`healthcomp.live`), which fills any gap from the stream.
-* **Who passed whom.** A score change's event names the participants the mover passed
-  (`passed`) or who passed it (`passed_by`), at most `PASSED_MAX` each, with each
-  one's rank after and before (`passed_ranks`, `passed_by_ranks`: `[rank, previous]`),
-  from which the WebSocket sends personal `rank_change` frames.
+* **Who passed whom.** A score change's event names the participants whose rank it
+  changed: those the mover passed (`passed`: their score was at or below its old one
+  and is below its new one) or who passed it (`passed_by`: at or above its new score,
+  below its old one), at most `PASSED_MAX` each, with each one's rank after and before
+  (`passed_ranks`, `passed_by_ranks`: `[rank, previous]`), from which the WebSocket
+  sends personal `rank_change` frames. A tie broken by the move is a pass.
 * Times written into entries and events (`at`, `u`, `ls`, `j`) are the service's clock
   (`now` from the caller), like every other time the API shows; only the tie order
   uses the server's clock.
@@ -75,13 +77,12 @@ local function score_of(e, off, mi, goal)
   if s < 0 then s = 0 elseif s > MAXS then s = MAXS end
   return s
 end
--- The users at board indexes a..b (bounded) and their {{rank, previous rank}} around
--- the move of a participant whose score went from prev_sc. Those indexes are
--- contiguous, so one ZCOUNT ranks the first; each next one shares the rank of an equal
--- score or takes its index + 1. Whom the mover passed (up) each drop one rank: their
--- score is below the mover's new one and was not above its old one. Those who passed
--- the mover (it went down) each gain one when the old score was above theirs.
-local function users_between(lb, a, b, up, prev_sc)
+-- The users at board indexes a..b (bounded) and their {{rank, previous rank}}: those
+-- whose rank the move of a participant changed, each by one (`up`: the mover passed
+-- them, they drop one; else they gain one). The indexes are contiguous, so one ZCOUNT
+-- ranks the first; each next one shares the rank of an equal score or takes its
+-- index + 1.
+local function users_between(lb, a, b, up)
   local users, ranks = {{}}, {{}}
   if b < a then return users, ranks end
   if b - a >= PASSED_MAX then b = a + PASSED_MAX - 1 end
@@ -92,33 +93,36 @@ local function users_between(lb, a, b, up, prev_sc)
     if last == nil then rank = redis.call('ZCOUNT', lb, '-inf', '(' .. rows[i + 1]) + 1
     elseif z ~= last then rank = a + (i - 1) / 2 + 1 end
     last = z
-    local before = rank
-    if up then before = rank - 1 elseif prev_sc > -z then before = rank + 1 end
     users[#users + 1] = user_of(rows[i])
-    ranks[#ranks + 1] = {{rank, before}}
+    if up then ranks[#ranks + 1] = {{rank, rank - 1}} else ranks[#ranks + 1] = {{rank, rank + 1}} end
   end
   return users, ranks
 end
 -- Puts the entry on the board at its score. The tie time moves only with the score.
--- Returns whom the participant passed and who passed them (bounded) with their ranks
--- after and before, for the event.
+-- Returns, for the event, whom the move passed (their score was at or below the old
+-- one and is below the new: each one's rank grows by one) or who passed the mover
+-- (their score is at or above the new one and below the old: each gains one), at
+-- most PASSED_MAX each, with their ranks after and before. A tie broken this way is
+-- a pass; the order of equal scores alone is not.
 local function place(meta, lb, user, e, prev_sc)
-  local old_idx = false
+  local old = false
   if e.m then
     if e.sc == prev_sc then return {{}}, {{}}, {{}}, {{}} end
-    old_idx = redis.call('ZRANK', lb, e.m)
+    old = true
     redis.call('ZREM', lb, e.m)
   end
   e.r = tick(meta)
   e.m = member(e.r, user)
   redis.call('ZADD', lb, fmt(-e.sc), e.m)
-  if not old_idx then return {{}}, {{}}, {{}}, {{}} end
-  local new_idx = redis.call('ZRANK', lb, e.m)
-  if new_idx < old_idx then
-    local users, ranks = users_between(lb, new_idx + 1, old_idx, true, prev_sc)
+  if not old then return {{}}, {{}}, {{}}, {{}} end
+  local idx = redis.call('ZRANK', lb, e.m)
+  if e.sc > prev_sc then
+    local last = redis.call('ZCOUNT', lb, '-inf', fmt(-prev_sc)) - 1
+    local users, ranks = users_between(lb, idx + 1, last, true)
     return users, ranks, {{}}, {{}}
   end
-  local users, ranks = users_between(lb, old_idx, new_idx - 1, false, prev_sc)
+  local first = redis.call('ZCOUNT', lb, '-inf', fmt(-prev_sc))
+  local users, ranks = users_between(lb, first, idx - 1, false)
   return {{}}, {{}}, users, ranks
 end
 -- The competition's fields (`state` first, then those named), or nil and the reply

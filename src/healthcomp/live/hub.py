@@ -58,12 +58,14 @@ class Closing(Exception):
 class Delivered:
     """One event as this room sends it: the shared frame and the personal ones."""
 
-    __slots__ = ("event_id", "frame", "personal")
+    __slots__ = ("event_id", "frame", "leaver", "personal")
 
-    def __init__(self, event_id: int, frame: str, personal: dict[str, str]) -> None:
-        self.event_id = event_id
-        self.frame = frame
+    def __init__(self, data: dict[str, Any], personal: dict[str, str]) -> None:
+        self.event_id = int(data["event_id"])
+        self.frame = frames.event_frame(data)
         self.personal = personal
+        # Whoever left the board: their own access is checked again.
+        self.leaver: str | None = data.get("user_id") if data.get("type") == "leave" else None
 
 
 class Client:
@@ -77,12 +79,14 @@ class Client:
         "cursor",
         "limit",
         "principal",
+        "recheck",
         "replies",
         "room",
         "send",
         "sending_since",
         "stuck",
         "task",
+        "via_public",
         "waiter",
     )
 
@@ -101,6 +105,9 @@ class Client:
         self.waiter: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None  # the pump, once started
         self.stuck = False  # a send made no progress for the send timeout
+        # Watching a public board it has no part in (access ends if it turns private).
+        self.via_public = False
+        self.recheck = False  # check access again (with a snapshot) before going on
 
     @property
     def user_id(self) -> str | None:
@@ -140,6 +147,10 @@ class Client:
                 for frame in replies:
                     await self._send(frame)
                 continue
+            if self.recheck:
+                self.recheck = False
+                await self.snapshot(hub, resync=False)  # raises NotFound without access
+                continue
             if self.cursor < room.last:
                 if not self.catching_up and room.last - self.cursor > max_lag:
                     await self.snapshot(hub, resync=True)
@@ -162,8 +173,10 @@ class Client:
                         personal = ev.personal.get(user)
                         if personal is not None:
                             await self._send(personal)
+                        if ev.leaver == user:
+                            self.recheck = True
                     self.cursor = ev.event_id
-                    if self.closing is not None or self.replies:
+                    if self.closing is not None or self.replies or self.recheck:
                         break
                 continue
             self.catching_up = False
@@ -257,8 +270,9 @@ class Room:
         personal = frames.personal_frames(data) if self.members else {}
         if personal:
             personal = {u: f for u, f in personal.items() if u in self.members}
-        self.ring.append(Delivered(int(data["event_id"]), frames.event_frame(data), personal))
-        self.last = int(data["event_id"])
+        delivered = Delivered(data, personal)
+        self.ring.append(delivered)
+        self.last = delivered.event_id
 
     def _fill(self) -> None:
         self.filling = True
@@ -357,11 +371,7 @@ class Room:
         """Events after `cursor` from the stream (a resume, or a client behind the
         ring), encoded for this room."""
         events = await reads.events_since(self.hub.ctx, self.cid, cursor, count)
-        out = []
-        for ev in events:
-            personal = frames.personal_frames(ev.data) if self.members else {}
-            out.append(Delivered(ev.event_id, frames.event_frame(ev.data), personal))
-        return out
+        return [Delivered(ev.data, frames.personal_frames(ev.data)) for ev in events]
 
 
 class Hub:
@@ -498,6 +508,7 @@ class Hub:
                 if beat:
                     room.beat += 1
                     room.pulse()
+                    await self._still_public(room)
                 for client in list(room.clients):
                     since = client.sending_since
                     if since and now - since > limit and not client.stuck:
@@ -514,6 +525,21 @@ class Hub:
         self.connections -= 1
         if self.connections <= 0:
             self._none_left.set()
+
+    async def _still_public(self, room: Room) -> None:
+        """A board turned private (an edit, which is no board event) stops reaching the
+        users who watched it only because it was public: checked every heartbeat."""
+        outsiders = [c for c in room.clients if c.via_public]
+        if not outsiders:
+            return
+        try:
+            state = await pages_of(self.ctx).states.get(room.cid)
+        except Exception:
+            return
+        if state is None or not state.public:
+            for client in outsiders:
+                client.recheck = True
+                client.wake()
 
     async def close_all(self, code: int, reason: str, wait: float = 2.0) -> None:
         """Close every client (1001 on shutdown) and give them `wait` seconds."""

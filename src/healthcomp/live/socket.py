@@ -121,6 +121,7 @@ async def serve(ctx: AppContext, scope: Scope, receive: Receive, send: Send) -> 
     await send({"type": "websocket.accept", "subprotocol": subprotocol})
     hub.opened()
     client = Client(principal, params.limit, send)
+    client.via_public = not principal.is_service and b',"me":null,' in snapshot
     expiry: asyncio.TimerHandle | None = None
     pump: asyncio.Task[None] | None = None
     try:
