@@ -7,6 +7,8 @@ passes here proves every multi-key operation stays inside one hash tag.
 from __future__ import annotations
 
 import random
+import re
+import shutil
 import socket
 import subprocess
 import time
@@ -42,12 +44,25 @@ def _cluster_port() -> int:
     raise RuntimeError("no free port pair for the cluster node")
 
 
-def start_cluster(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
+def system_redis7() -> str | None:
+    """The machine's own `redis-server` when it is Redis 7 or newer (sharded pub/sub)."""
+    found = shutil.which("redis-server")
+    if found is None:
+        return None
+    out = subprocess.run([found, "--version"], capture_output=True, text=True).stdout
+    match = re.search(r"v=(\d+)\.", out)
+    return found if match and int(match.group(1)) >= 7 else None
+
+
+def start_cluster(
+    directory: Path, binary: str | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A one-node cluster of the embedded binary (Redis 6.2), or of `binary`."""
     directory.mkdir(parents=True, exist_ok=True)
     port = _cluster_port()
     proc = subprocess.Popen(
         [
-            str(redis_server_binary()),
+            binary or str(redis_server_binary()),
             "--port",
             str(port),
             "--bind",

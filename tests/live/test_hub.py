@@ -16,6 +16,7 @@ import pytest
 from fastapi import FastAPI
 
 from healthcomp.core.context import AppContext
+from healthcomp.engine import reads
 from healthcomp.live import socket as live
 from healthcomp.live.hub import Hub
 from tests.conftest import SERVICE_AUTH, auth, make_settings, token
@@ -198,7 +199,7 @@ async def test_a_competition_without_local_clients_costs_nothing(
     ctx = ctx_of(app)
     await create_comp(client, "idle")
     await join(client, "idle", "alice")
-    channel = ctx.keys.events("idle")
+    channel = reads.events_channel(ctx, "idle")
     sock = FakeSocket(ctx, "idle", f"token={token('alice')}")
     await sock.until(lambda: len(sock.frames) >= 2)
     hub = ctx.services["hub"]

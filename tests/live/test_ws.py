@@ -26,7 +26,8 @@ from websockets.exceptions import ConnectionClosed
 
 from healthcomp.core.auth import SERVICE, mint_token
 from healthcomp.core.redis import create_client
-from tests.conftest import TEST_SECRET, make_settings, token
+from tests.cluster import _command, start_cluster, system_redis7
+from tests.conftest import BACKEND, TEST_SECRET, make_settings, token
 from tests.live.support import (
     Service,
     Watcher,
@@ -434,3 +435,35 @@ async def test_shutdown_closes_with_1001(redis_url: str, prefix: str, tmp_path: 
         service.terminate()
         await asyncio.wait_for(watcher.ws.wait_closed(), 10)
         assert watcher.ws.close_code == 1001
+
+
+# --- a Redis 7 cluster: sharded pub/sub ------------------------------------------------
+
+
+@pytest.mark.skipif(system_redis7() is None, reason="no Redis 7 redis-server on this machine")
+@pytest.mark.skipif(BACKEND != "embedded", reason="starts its own cluster: run once")
+async def test_on_a_redis7_cluster_events_go_by_sharded_pubsub(tmp_path: Path) -> None:
+    binary = system_redis7()
+    assert binary is not None
+    proc, port = start_cluster(tmp_path / "cluster7", binary)
+    try:
+        url = f"redis+cluster://127.0.0.1:{port}"
+        with services(url, "w7", tmp_path, 2) as (a, b):
+            async with httpx.AsyncClient(base_url=a.base, timeout=10) as http:
+                cid = new_id()
+                await open_competition(http, cid, "org", "alice", "bob")
+                watcher = await watch(b.ws_url(cid, token=token("alice")))
+                await watcher.until(lambda f: len(f) >= 2)
+                # B holds a shard-channel subscription, not a classic one.
+                channel = f"w7:{{c:{cid}}}:ev"
+                assert _command(port, "PUBSUB", "SHARDCHANNELS").count(channel.encode()) == 1
+                assert channel.encode() not in _command(port, "PUBSUB", "CHANNELS")
+                sent = time.monotonic()
+                await sync(http, "bob", 999)
+                await watcher.until(lambda f: bool(watcher.of("score_update")), within=1.0)
+                assert time.monotonic() - sent < 1.0
+                assert watcher.of("score_update")[0]["score"] == 999
+                await watcher.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)

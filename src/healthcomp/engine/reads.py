@@ -159,6 +159,12 @@ async def audit_log(ctx: AppContext, cid: str, *, user_id: str | None = None) ->
     return records
 
 
+def events_channel(ctx: AppContext, cid: str) -> str:
+    """The pub/sub channel each event of the board is published on: its stream's name
+    (SPUBLISH, a shard channel, on a Redis 7 cluster)."""
+    return ctx.keys.events(cid)
+
+
 async def events_since(ctx: AppContext, cid: str, since: int, count: int = 1000) -> list[Event]:
     """Events after `since`, oldest first (at most `count`)."""
     raw: Any = await ctx.r.xrange(ctx.keys.events(cid), min=f"({since}-0", count=count)

@@ -216,7 +216,7 @@ class Room:
     def __init__(self, hub: Hub, cid: str) -> None:
         self.hub = hub
         self.cid = cid
-        self.channel = hub.ctx.keys.events(cid)
+        self.channel = reads.events_channel(hub.ctx, cid)
         self.clients: set[Client] = set()
         self.members: Counter[str] = Counter()  # users connected here, by connections
         self.last = 0  # the last event id taken in order
