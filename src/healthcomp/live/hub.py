@@ -77,6 +77,7 @@ class Client:
         "catching_up",
         "closing",
         "cursor",
+        "expires",
         "limit",
         "principal",
         "recheck",
@@ -108,6 +109,7 @@ class Client:
         # Watching a public board it has no part in (access ends if it turns private).
         self.via_public = False
         self.recheck = False  # check access again (with a snapshot) before going on
+        self.expires = float("inf")  # when the token expires (time.time()), leeway added
 
     @property
     def user_id(self) -> str | None:
@@ -494,6 +496,7 @@ class Hub:
     async def _heartbeats(self) -> None:
         settings = self.ctx.settings
         period = settings.ws_heartbeat_seconds
+        # Slow sends and expired tokens are found within a second (or a heartbeat).
         check = min(1.0, period)
         since_beat = 0.0
         while True:
@@ -502,7 +505,7 @@ class Hub:
             beat = since_beat >= period
             if beat:
                 since_beat = 0.0
-            now = time.monotonic()
+            now, wall = time.monotonic(), time.time()
             limit = settings.ws_send_timeout_seconds
             for room in list(self.rooms.values()):
                 if beat:
@@ -510,6 +513,8 @@ class Hub:
                     room.pulse()
                     await self._still_public(room)
                 for client in list(room.clients):
+                    if wall >= client.expires:
+                        client.close(1008, "token expired: reconnect with a fresh one")
                     since = client.sending_since
                     if since and now - since > limit and not client.stuck:
                         # Blocked in a send: stop it (socket.serve closes or cuts it).

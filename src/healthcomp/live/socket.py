@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
@@ -122,7 +121,6 @@ async def serve(ctx: AppContext, scope: Scope, receive: Receive, send: Send) -> 
     hub.opened()
     client = Client(principal, params.limit, send)
     client.via_public = not principal.is_service and b',"me":null,' in snapshot
-    expiry: asyncio.TimerHandle | None = None
     pump: asyncio.Task[None] | None = None
     try:
         try:
@@ -153,14 +151,14 @@ async def serve(ctx: AppContext, scope: Scope, receive: Receive, send: Send) -> 
         else:
             client.cursor = client.board_sent = version
             await client.send(_text(snapshot.decode()))
-        expiry = _expire_at_exp(client, principal.claims.get("exp"), settings.jwt_leeway_seconds)
+        exp = principal.claims.get("exp")
+        if isinstance(exp, int | float):  # closed with 1008 then, as REST would refuse it
+            client.expires = float(exp) + settings.jwt_leeway_seconds
         abort = scope.get("extensions", {}).get(ABORT)
         pump = asyncio.get_running_loop().create_task(_pump(hub, client, abort))
         client.task = pump
         await _listen(client, receive)
     finally:
-        if expiry is not None:
-            expiry.cancel()
         if pump is not None and not pump.done():
             pump.cancel()
             with contextlib.suppress(BaseException):
@@ -179,16 +177,6 @@ async def _in_backlog(ctx: AppContext, cid: str, since: int, version: int) -> bo
 
 def _text(frame: str) -> dict[str, Any]:
     return {"type": "websocket.send", "text": frame}
-
-
-def _expire_at_exp(client: Client, exp: Any, leeway: int) -> asyncio.TimerHandle | None:
-    """Close with 1008 when the token expires (as a REST call would then be refused)."""
-    if not isinstance(exp, int | float):
-        return None
-    delay = max(0.0, float(exp) + leeway - time.time())
-    return asyncio.get_running_loop().call_later(
-        delay, client.close, POLICY, "token expired: reconnect with a fresh one"
-    )
 
 
 async def _pump(hub: Hub, client: Client, abort: Callable[[], None] | None) -> None:
