@@ -5,13 +5,16 @@ rate limits on) and `bench/hello.py` on the same server and worker count; seeds 
 competition of 200 participants through the API; drives each row with wrk; fills a
 competition of 1,000,000 participants through the engine's scripts for rank and
 `around=me` latency and Redis memory per participant; reads the workers' RSS idle and
-loaded. Prints the report and writes it into docs/BENCHMARKS.md between its markers.
+loaded. Then the WebSocket tool (bench/ws.py) on a service of its own: 10,000 live
+leaderboard connections, the latency of a sync's `score_update` to each of them, memory
+per idle connection. Prints the report and writes it into docs/BENCHMARKS.md between
+its markers.
 
     python -m bench [--workers N] [--server uvicorn|granian] [--only limit10,sync1]
     python -m bench --quick        # seconds, for the test suite; writes nothing
 
 Rows (`--only` names): hello, health, limit10, limit100, around, sync1, sync7, stats,
-million. Loopback only.
+million, ws. Loopback only.
 """
 
 from __future__ import annotations
@@ -32,13 +35,24 @@ from typing import Any, NoReturn
 import httpx
 import redis
 
-from bench import million, report, seed, servers, wrk
+from bench import million, report, seed, servers, wrk, ws
 from bench.report import Row, Run
 from bench.wrk import Load, Request
 from healthcomp.core.embedded import EmbeddedRedis
 from healthcomp.core.settings import Settings
 
-ROWS = ("hello", "health", "limit10", "limit100", "around", "sync1", "sync7", "stats", "million")
+ROWS = (
+    "hello",
+    "health",
+    "limit10",
+    "limit100",
+    "around",
+    "sync1",
+    "sync7",
+    "stats",
+    "million",
+    "ws",
+)
 ROTATION = 50  # participants whose tokens a row's requests rotate over
 BOARD = "bench-board"
 MILLION = "bench-million"
@@ -69,6 +83,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--participants", type=int, help="of the big competition (1,000,000; quick 2,000)"
     )
     parser.add_argument("--skip-million", action="store_true")
+    parser.add_argument(
+        "--ws-connections", type=int, help="WebSocket connections (10,000; quick 200)"
+    )
+    parser.add_argument("--skip-ws", action="store_true", help="no WebSocket row")
     parser.add_argument("--only", help="comma-separated rows: " + ",".join(ROWS))
     parser.add_argument(
         "--write",
@@ -89,6 +107,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--only: unknown rows {sorted(unknown)}; choose from {','.join(ROWS)}")
     if args.skip_million:
         only.discard("million")
+    if args.skip_ws:
+        only.discard("ws")
+    if args.ws_connections is not None and args.ws_connections < 1:
+        parser.error("--ws-connections must be positive")
     args.only = only
     return args
 
@@ -201,6 +223,9 @@ class Bench:
         finally:
             for server in running:
                 server.stop()
+        if "ws" in self.args.only:
+            # Alone on the machine: the other servers have stopped.
+            result.ws = ws.measure(self.ws_options(), self.tmp)
         result.seconds = time.monotonic() - started
         return result
 
@@ -258,6 +283,16 @@ class Bench:
         if "million" in args.only:
             result.million = self.million(service.base, redis_url, today)
         return result
+
+    def ws_options(self) -> ws.Options:
+        args = self.args
+        options = ws.Options.quick() if args.quick else ws.Options()
+        if args.ws_connections is not None:
+            options.connections = args.ws_connections
+        options.processes = min(options.processes, options.connections)
+        if servers.service_has_server_option():
+            options.server = args.server
+        return options
 
     def rss(self, service: servers.Server) -> dict[str, float]:
         procs = servers.python_processes(service.proc.pid)

@@ -454,10 +454,9 @@ def render(run: Run) -> str:
         + (f" after a {run.warmup:g} s warm-up" if run.warmup else "")
         + f", loopback; reads and syncs rotate over {run.rotation} participants' tokens; "
         "syncs change the score on every request",
-        "",
-        *rows_table(run),
-        *_faster_than_health(run),
     ]
+    if run.rows:
+        lines += ["", *rows_table(run), *_faster_than_health(run)]
     if run.million is not None:
         m = run.million
         lines += [

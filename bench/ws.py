@@ -37,6 +37,7 @@ import secrets
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -93,6 +94,7 @@ class Options:
             seconds=1.0,
             settle=0.5,
             drain=5.0,
+            timeout=30.0,
         )
 
 
@@ -134,9 +136,9 @@ class _State:
 class Watchers:
     """One client process's connections and what arrived on them."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host = host
-        self.port = port
+    def __init__(self) -> None:
+        self.host = ""
+        self.port = 0
         self.conns: list[Connection] = []
         # A frame is encoded once per competition, so its bytes name its event.
         self.known: dict[bytes, tuple[str, int]] = {}
@@ -211,7 +213,11 @@ class Watchers:
             raise ConnectionError(state.error or conn.error or f"closed with {conn.close_code}")
         return conn
 
-    async def open(self, paths: list[tuple[str, str]], concurrency: int, seconds: float) -> Any:
+    async def open(
+        self, host: str, port: int, paths: list[tuple[str, str]], concurrency: int, seconds: float
+    ) -> Any:
+        """Connections to `host:port`, each path's once, `concurrency` opening at a time."""
+        self.host, self.port = host, port
         started = time.monotonic()
         gate = asyncio.Semaphore(concurrency)
         failures: Counter[str] = Counter()
@@ -263,10 +269,23 @@ class Watchers:
         return len(conns)
 
     async def serve(self, pipe: Pipe) -> None:
-        """Commands from the parent, one at a time, each answered on the pipe."""
+        """Commands from the parent, one at a time, each answered on the pipe. A thread
+        reads the pipe (blocking: the event loop would make its socket non-blocking, and
+        a long message would then come apart)."""
         loop = asyncio.get_running_loop()
-        readable = asyncio.Event()
-        loop.add_reader(pipe.fileno(), readable.set)
+        inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+
+        def read() -> None:
+            while True:
+                try:
+                    message = pipe.recv()
+                except (EOFError, OSError):
+                    message = ("quit",)  # the parent went
+                loop.call_soon_threadsafe(inbox.put_nowait, message)
+                if message[0] == "quit":
+                    return
+
+        threading.Thread(target=read, name="commands", daemon=True).start()
         commands: dict[str, Callable[..., Any]] = {
             "open": self.open,
             "record": self.record,
@@ -275,20 +294,14 @@ class Watchers:
             "close": self.close,
         }
         while True:
-            await readable.wait()
-            readable.clear()
-            while pipe.poll():
-                try:
-                    name, *args = pipe.recv()
-                except EOFError:
-                    return  # the parent went
-                if name == "quit":
-                    await self.close()
-                    return
-                pipe.send(await commands[name](*args))
+            name, *args = await inbox.get()
+            if name == "quit":
+                await self.close()
+                return
+            pipe.send(await commands[name](*args))
 
 
-def _client_main(pipe: Pipe, host: str, port: int) -> None:
+def _client_main(pipe: Pipe) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us through the pipe
     try:
         import uvloop
@@ -297,20 +310,20 @@ def _client_main(pipe: Pipe, host: str, port: int) -> None:
     except ImportError:
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(Watchers(host, port).serve(pipe))
+        runner.run(Watchers().serve(pipe))
 
 
 class Clients:
     """The client processes, asked the same thing at once."""
 
-    def __init__(self, processes: int, host: str, port: int) -> None:
+    def __init__(self, processes: int) -> None:
         context = multiprocessing.get_context("spawn")
         self.pipes: list[Pipe] = []
         self.procs: list[Any] = []
         for i in range(processes):
             mine, theirs = context.Pipe()
             proc = context.Process(
-                target=_client_main, args=(theirs, host, port), name=f"ws-client-{i}", daemon=True
+                target=_client_main, args=(theirs,), name=f"ws-client-{i}", daemon=True
             )
             proc.start()
             theirs.close()
@@ -349,13 +362,7 @@ class Clients:
 # --- seeding and syncs --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Seeded:
-    board: seed.Board
-    many: dict[str, dict[str, str]]  # competition -> participant -> token
-
-
-async def _seed_many(base: str, secret: str, options: Options, today: date) -> Any:
+async def _seed_many(base: str, secret: str, options: Options, today: date) -> Boards:
     """The many competitions, public, each with its own few participants (no history)."""
     service = seed.service_token(secret)
     cids = [MANY.format(j) for j in range(options.competitions)]
@@ -385,12 +392,16 @@ async def _seed_many(base: str, secret: str, options: Options, today: date) -> A
     return many
 
 
-def seed_all(base: str, secret: str, options: Options, today: date) -> Seeded:
-    board = seed.seed_board(base, secret, BOARD, options.participants, today)
-    many = (
-        asyncio.run(_seed_many(base, secret, options, today)) if "many" in options.scenarios else {}
-    )
-    return Seeded(board, many)
+# A scenario's competitions: id -> its participants' tokens by user id, in join order.
+Boards = dict[str, dict[str, str]]
+
+
+def seed_scenario(base: str, secret: str, name: str, options: Options, today: date) -> Boards:
+    if name == "one":
+        board = seed.seed_board(base, secret, BOARD, options.participants, today)
+        return {BOARD: {uid: board.tokens[uid] for uid in board.users}}
+    many: Boards = asyncio.run(_seed_many(base, secret, options, today))
+    return many
 
 
 @dataclass(frozen=True)
@@ -451,25 +462,12 @@ class Tool:
     def run(self) -> WebSocket:
         o = self.options
         per_process = math.ceil(o.connections / o.processes)
-        raise_nofile(max(per_process, o.connections) + FD_MARGIN)
-        data_dir = self.tmp / "ws-data"
-        data_dir.mkdir()
-        service = servers.start_service(data_dir, self.secret, 1, o.server, self.tmp / "ws.log")
-        clients: Clients | None = None
+        raise_nofile(per_process + FD_MARGIN)
+        clients = Clients(o.processes)
         try:
-            clients = Clients(o.processes, servers.HOST, service.port)
-            service.wait_ready()
-            _log(f"ws: seeding {o.participants} participants and {o.competitions} competitions")
-            seeded = seed_all(service.base, self.secret, o, self.today)
-            worker = self._worker_pid(service)
-            self._warm_up(clients, service, seeded)
-            scenarios = []
-            for name in o.scenarios:
-                scenarios.append(self._scenario(name, clients, service, seeded, worker))
+            scenarios = [self._fresh(name, clients) for name in o.scenarios]
         finally:
-            if clients is not None:
-                clients.stop()
-            service.stop()
+            clients.stop()
         return WebSocket(
             processes=o.processes,
             watchers=min(o.watchers, o.connections),
@@ -480,6 +478,29 @@ class Tool:
             settle=o.settle,
             scenarios=scenarios,
         )
+
+    def _fresh(self, name: str, clients: Clients) -> WsScenario:
+        """A scenario on a service of its own: memory freed by an earlier scenario's
+        connections would otherwise be reused, and the RSS would not grow with these."""
+        o = self.options
+        data_dir = self.tmp / f"ws-{name}"
+        data_dir.mkdir()
+        log = self.tmp / f"ws-{name}.log"
+        service = servers.start_service(data_dir, self.secret, 1, o.server, log)
+        try:
+            service.wait_ready()
+            if name == "one":
+                _log(f"ws: seeding a competition of {o.participants} participants")
+            else:
+                _log(
+                    f"ws: seeding {o.competitions} competitions of {o.per_competition} participants"
+                )
+            boards = seed_scenario(service.base, self.secret, name, o, self.today)
+            worker = self._worker_pid(service)
+            self._warm_up(clients, service, boards)
+            return self._scenario(name, clients, service, boards, worker)
+        finally:
+            service.stop()
 
     def _worker_pid(self, service: servers.Server) -> int:
         procs = servers.python_processes(service.proc.pid)
@@ -494,27 +515,25 @@ class Tool:
         tokens = [
             seed.user_token(self.secret, WATCHER.format(i), f"Watcher {i}") for i in range(watchers)
         ]
-        return [
-            (
-                cids[i % len(cids)],
-                f"/ws/leaderboard/{cids[i % len(cids)]}?token={tokens[i % watchers]}",
-            )
-            for i in range(n)
-        ]
-
-    def _split(self, paths: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
-        p = self.options.processes
-        return [paths[i::p] for i in range(p)]
+        paths = []
+        for i in range(n):
+            cid = cids[i % len(cids)]
+            paths.append((cid, f"/ws/leaderboard/{cid}?token={tokens[i % watchers]}"))
+        return paths
 
     def _open(
-        self, clients: Clients, paths: list[tuple[str, str]]
+        self, clients: Clients, service: servers.Server, paths: list[tuple[str, str]]
     ) -> tuple[Counter[str], Counter[str], float]:
+        """Opened connections by competition, failures by reason, and the seconds taken."""
         o = self.options
+        p = o.processes
         answers = clients.ask(
             "open",
-            self._split(paths),
-            [o.concurrency] * o.processes,
-            [o.timeout] * o.processes,
+            [servers.HOST] * p,
+            [service.port] * p,
+            [paths[i::p] for i in range(p)],
+            [o.concurrency] * p,
+            [o.timeout] * p,
         )
         opened: Counter[str] = Counter()
         failures: Counter[str] = Counter()
@@ -525,20 +544,15 @@ class Tool:
             seconds = max(seconds, took)
         return opened, failures, seconds
 
-    def _plan(self, name: str, seeded: Seeded, count: int) -> list[tuple[str, str, str]]:
+    def _plan(self, boards: Boards, count: int) -> list[tuple[str, str, str]]:
+        """Syncs rotating over the competitions, and within each over its participants."""
+        cids = list(boards)
         plan = []
-        if name == "one":
-            users = seeded.board.users
-            for i in range(count):
-                uid = users[i % len(users)]
-                plan.append((BOARD, uid, seeded.board.tokens[uid]))
-        else:
-            cids = list(seeded.many)
-            for i in range(count):
-                cid = cids[i % len(cids)]
-                users = list(seeded.many[cid])
-                uid = users[(i // len(cids)) % len(users)]
-                plan.append((cid, uid, seeded.many[cid][uid]))
+        for i in range(count):
+            cid = cids[i % len(cids)]
+            users = list(boards[cid])
+            uid = users[(i // len(cids)) % len(users)]
+            plan.append((cid, uid, boards[cid][uid]))
         return plan
 
     def _sync(self, base: str, plan: list[tuple[str, str, str]], rate: float) -> list[Sent]:
@@ -547,27 +561,27 @@ class Tool:
         self.steps += len(plan)
         return asyncio.run(drive(base, plan, rate, self.today, first))
 
-    def _warm_up(self, clients: Clients, service: servers.Server, seeded: Seeded) -> None:
+    def _warm_up(self, clients: Clients, service: servers.Server, boards: Boards) -> None:
         """A few connections and a sync first: code paths and caches loaded before the
         first RSS reading."""
-        n = min(50, self.options.connections)
-        self._open(clients, self._paths([BOARD], n))
-        self._sync(service.base, self._plan("one", seeded, 1), 1.0)
+        self._open(clients, service, self._paths(list(boards), min(50, self.options.connections)))
+        self._sync(service.base, self._plan(boards, 1), 1.0)
         time.sleep(0.5)
         clients.ask("close")
         time.sleep(0.5)
 
     def _scenario(
-        self, name: str, clients: Clients, service: servers.Server, seeded: Seeded, worker: int
+        self, name: str, clients: Clients, service: servers.Server, boards: Boards, worker: int
     ) -> WsScenario:
         o = self.options
         title = WS_ONE if name == "one" else WS_MANY
-        cids = [BOARD] if name == "one" else list(seeded.many)
+        cids = list(boards)
         rate = o.rate if name == "one" else o.many_rate
         count = max(1, round(rate * o.seconds))
         before = servers.rss_mb(worker)
         _log(f"ws: {title}: opening {o.connections:,} connections over {len(cids)} competitions")
-        opened, failures, open_seconds = self._open(clients, self._paths(cids, o.connections))
+        paths = self._paths(cids, o.connections)
+        opened, failures, open_seconds = self._open(clients, service, paths)
         total = sum(opened.values())
         time.sleep(o.settle)
         idle = servers.rss_mb(worker)
@@ -580,9 +594,8 @@ class Tool:
             _log(f"ws: {title}: {n:,} did not open: {why}")
 
         clients.ask("record")
-        plan = self._plan(name, seeded, count)
         _log(f"ws: {title}: {count} syncs at {rate:g}/s")
-        sent = self._sync(service.base, plan, rate)
+        sent = self._sync(service.base, self._plan(boards, count), rate)
         expected = sum(opened[s.cid] for s in sent)
         deadline = max(s.sent for s in sent) + o.drain
         while time.monotonic() < deadline:
@@ -607,8 +620,7 @@ class Tool:
                 received[match] += len(times)
                 latencies.extend(t - match.sent for t in times)
         lost = sum(max(0, opened[s.cid] - received[s]) for s in sent)
-        latencies.sort()
-        ms = [1000 * x for x in latencies]
+        ms = sorted(1000 * x for x in latencies)
         answered = sorted(1000 * (s.answered - s.sent) for s in sent)
         result = WsScenario(
             name=title,
@@ -629,19 +641,20 @@ class Tool:
             out_of_order=out_of_order,
             failures=dict(failures),
         )
+        timing = (
+            f"p50 {_quantile(ms, 0.5):.1f} ms, p99 {_quantile(ms, 0.99):.1f} ms, "
+            f"max {ms[-1]:.1f} ms; "
+            if ms
+            else ""
+        )
         _log(
             f"ws: {title}: {result.received:,} of {expected:,} delivered, {lost:,} lost; "
-            + (
-                f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, max {result.max_ms:.1f} ms; "
-                if ms
-                else ""
-            )
-            + f"syncs answered in p50 {_quantile(answered, 0.5):.1f} ms, max {answered[-1]:.1f} ms; "
-            f"RSS after the syncs {rss:.1f} MB"
+            + timing
+            + f"syncs answered in p50 {_quantile(answered, 0.5):.1f} ms, "
+            f"max {answered[-1]:.1f} ms; RSS after them {rss:.1f} MB"
             + (f"; closed by the server: {dict(closed)}" if closed else "")
         )
         clients.ask("close")
-        time.sleep(0.5)
         return result
 
 

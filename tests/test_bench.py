@@ -86,3 +86,12 @@ def test_quick_bench_measures_every_row_without_errors(tmp_path: Path) -> None:
     for label, _in_flight, _p50, _p99, rps, errors in million:
         assert float(rps.replace(",", "")) > 0, label
         assert errors == "0", f"{label}: {errors} errors"
+    websocket = _table(out, "| scenario ")
+    # One competition and many: 200 connections each, every score_update delivered.
+    assert [row[0] for row in websocket] == ["one competition", "many competitions"], out
+    for name, opened, _comps, syncs, deliveries, lost, p50, p99, _max, kib, _rss in websocket:
+        assert opened == "200", f"{name}: {opened} connections opened"
+        assert int(syncs) > 0 and int(deliveries.replace(",", "")) > 0, name
+        assert lost == "0", f"{name}: {lost} score_update frames lost"
+        assert float(p50) <= float(p99), name
+        assert kib != "n/a", name
