@@ -47,7 +47,7 @@ SCHEMA: tuple[KeySpec, ...] = (
     KeySpec("P:{c:C}:adj", "hash", "engine", "user → JSON `[s,d,c,a,goal_days]`: offsets of trusted writes; kept across leave and rejoin"),
     KeySpec("P:{c:C}:parts", "hash", "engine", "user → JSON participation record: state (active, left), joined, left, joins, fee owed"),
     KeySpec("P:{c:C}:audit", "list", "engine", "JSON audit records (trusted writes, cancels), oldest first"),
-    KeySpec("P:{c:C}:ev", "stream", "engine", "board events, id `<event_id>-0`, field `e` = JSON event; bounded backlog"),
+    KeySpec("P:{c:C}:ev", "stream", "engine", "board events, id `<event_id>-0`, field `e` = JSON event; bounded backlog; also the pub/sub channel each event is published on"),
     KeySpec("P:{c:C}:rc", "hash", "engine", "recount job: state, rules, done, total, cursor, lease, started/finished"),
     KeySpec("P:{c:C}:rcl", "list", "engine", "the recount's stable snapshot of participants"),
     KeySpec("P:{c:C}:rcd", "set", "engine", "participants the running recount has counted"),
