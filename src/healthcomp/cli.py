@@ -86,6 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         seed_demo_sync(settings, print_token=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    _raise_open_files_limit()
     try:
         (_granian if settings.server == "granian" else _uvicorn)(settings)
     finally:
@@ -95,6 +96,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 APP_FACTORY = "healthcomp.app:serve_app"
+
+
+def _raise_open_files_limit() -> None:
+    """Each WebSocket is a file descriptor: take the hard limit the system allows (the
+    soft default, often 1,024, would refuse connections long before memory runs out)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1_048_576)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            logging.getLogger("healthcomp").warning("could not raise the open files limit")
 
 
 def _uvicorn(settings: Settings) -> None:
