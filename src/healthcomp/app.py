@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
 from healthcomp import __version__
@@ -71,10 +70,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             clock=clock or Clock(),
             embedded=embedded,
         )
-        try:
-            await asyncio.wait_for(handle.detect_sharded_pubsub(), 3)
-        except (TimeoutError, RedisError):
-            log.warning("could not ask the cluster its version; events use PUBLISH")
         ctx.limits = UserBudgets(ctx)
         ctx.limits.start()
         app.state.ctx = ctx

@@ -38,10 +38,7 @@ class Lua:
     def registered(self, ctx: AppContext) -> Any:
         script = ctx.scripts.get(self.name)
         if script is None:
-            source = self.source
-            if ctx.redis.sharded_pubsub:
-                source = source.replace("redis.call('PUBLISH',", "redis.call('SPUBLISH',")
-            script = ctx.scripts[self.name] = ctx.r.register_script(source)
+            script = ctx.scripts[self.name] = ctx.r.register_script(self.source)
         return script
 
     async def __call__(self, ctx: AppContext, keys: list[str], args: list[Any]) -> Any:
@@ -83,7 +80,7 @@ async def run_many(ctx: AppContext, calls: Sequence[Call]) -> list[Any]:
     missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
     if missing:
         for lua in {calls[i][0] for i in missing}:
-            await ctx.r.script_load(lua.registered(ctx).script)
+            await ctx.r.script_load(lua.source)
         again = await _pipelined(ctx, [calls[i] for i in missing])
         for i, reply in zip(missing, again, strict=True):
             replies[i] = reply

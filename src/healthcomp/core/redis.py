@@ -374,16 +374,6 @@ class RedisHandle:
     client: RedisClient
     mode: str  # "embedded" | "external" | "cluster"
     url: str
-    # Events go out by SPUBLISH (sharded pub/sub): a cluster of Redis 7 or newer
-    # (`detect_sharded_pubsub`, before any script is registered).
-    sharded_pubsub: bool = False
-
-    async def detect_sharded_pubsub(self) -> None:
-        if self.mode != "cluster":
-            return
-        info = await self.client.info("server")
-        major = int(str(_flatten(info).get("redis_version", "0")).split(".", 1)[0])
-        self.sharded_pubsub = major >= 7
 
     async def close(self) -> None:
         await self.client.aclose()

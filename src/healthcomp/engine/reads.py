@@ -161,7 +161,7 @@ async def audit_log(ctx: AppContext, cid: str, *, user_id: str | None = None) ->
 
 def events_channel(ctx: AppContext, cid: str) -> str:
     """The pub/sub channel each event of the board is published on: its stream's name
-    (SPUBLISH, a shard channel, on a Redis 7 cluster)."""
+    (a shard channel, SPUBLISH, on Redis 7 and newer)."""
     return ctx.keys.events(cid)
 
 

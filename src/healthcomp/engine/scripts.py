@@ -14,8 +14,9 @@ Each script takes only keys of one hash tag: the competition's `{c:C}` or the us
 * **Versions and events.** Every change to a board increments `meta.ver` and appends
   one event to the `ev` stream with id `<ver>-0`, in the same script: the event id is
   the board version, so a page that says `event_id: 41` reflects exactly events 1..41.
-  The same script publishes the event on the channel named like the stream, for the
-  live fan-out (`healthcomp.live`), which fills any gap from the stream.
+  The same script publishes the event on the channel named like the stream (a shard
+  channel, SPUBLISH, on Redis 7 and newer), for the live fan-out (`healthcomp.live`),
+  which fills any gap from the stream.
 * **Who passed whom.** A score change's event names the participants whose rank it
   changed: those the mover passed (`passed`: their score was at or below its old one
   and is below its new one) or who passed it (`passed_by`: at or above its new score,
@@ -139,9 +140,10 @@ local function emit(meta, ev, event)
   redis.call('HSET', meta, 'updated_ms', fmt(event.at))
   local data = cjson.encode(event)
   redis.call('XADD', ev, 'MAXLEN', '~', BACKLOG, ver .. '-0', 'e', data)
-  -- Live fan-out (healthcomp.live): the stream's own name is the channel. SPUBLISH on
-  -- a Redis 7 cluster (`Lua.registered` rewrites this call there).
-  redis.call('PUBLISH', ev, data)
+  -- Live fan-out (healthcomp.live): the stream's own name is the channel; a shard
+  -- channel on Redis 7 and newer (REDIS_VERSION_NUM is new in 7.0).
+  if redis.REDIS_VERSION_NUM then redis.call('SPUBLISH', ev, data)
+  else redis.call('PUBLISH', ev, data) end
   return ver
 end
 -- Stores a participant's changed entry, re-ranks it and emits the event.

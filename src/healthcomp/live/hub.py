@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -488,7 +489,7 @@ class Hub:
                 conn: AbstractConnection = connection_class(**kwargs)
                 return conn
 
-            link = self.links[name] = _Link(self, factory, sharded=ctx.redis.sharded_pubsub)
+            link = self.links[name] = _Link(self, factory)
         return link
 
     # --- heartbeats, slow clients, shutdown -------------------------------------
@@ -571,12 +572,11 @@ class _Link:
     """One pub/sub connection (to the server, or to one node of a cluster) and the
     task reading it. Reconnects by itself; every room it serves then refills."""
 
-    def __init__(self, hub: Hub, factory: Callable[[], AbstractConnection], *, sharded: bool):
+    def __init__(self, hub: Hub, factory: Callable[[], AbstractConnection]) -> None:
         self.hub = hub
         self.factory = factory
-        self.sub, self.unsub = (
-            ("SSUBSCRIBE", "SUNSUBSCRIBE") if sharded else ("SUBSCRIBE", "UNSUBSCRIBE")
-        )
+        # Shard channels on Redis 7 and newer, as the scripts publish (set on connect).
+        self.sub, self.unsub = "SSUBSCRIBE", "SUNSUBSCRIBE"
         self.channels: set[str] = set()
         self.acks: dict[str, asyncio.Future[None]] = {}
         self.conn: AbstractConnection | None = None
@@ -616,6 +616,13 @@ class _Link:
             conn = self.factory()
             try:
                 await conn.connect()  # type: ignore[no-untyped-call]
+                await conn.send_command("INFO", "server")
+                info = str(await conn.read_response())
+                version = re.search(r"redis_version:(\d+)", info)
+                sharded = version is not None and int(version.group(1)) >= 7
+                self.sub, self.unsub = (
+                    ("SSUBSCRIBE", "SUNSUBSCRIBE") if sharded else ("SUBSCRIBE", "UNSUBSCRIBE")
+                )
                 self.conn = conn
                 if self.channels:
                     await conn.send_command(self.sub, *sorted(self.channels))
