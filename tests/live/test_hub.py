@@ -295,3 +295,38 @@ async def test_frames_from_the_client(live_app: tuple[FastAPI, httpx.AsyncClient
     await sock.until(lambda: len(sock.of("heartbeat")) >= 1, within=2)
     assert sock.close_code is None
     await sock.disconnect()
+
+
+@pytest.mark.parametrize("live_app", [{"rate_limit_ip_per_minute": 3}], indirect=True)
+async def test_failed_tokens_count_against_the_address(
+    live_app: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    app, client = live_app
+    ctx = ctx_of(app)
+    await create_comp(client, "guess")
+    codes, errors = [], []
+    for _ in range(6):
+        sock = FakeSocket(ctx, "guess", "token=forged")
+        await asyncio.wait_for(sock.task, 5)
+        codes.append(sock.close_code)
+        errors.append(sock.of("error")[0]["error"])
+    assert codes[:3] == [1008] * 3 and errors[:3] == ["unauthorized"] * 3
+    assert codes[-1] == 1013 and errors[-1] == "rate_limited"
+
+
+@pytest.mark.parametrize("live_app", [{"ws_max_connections": 1}], indirect=True)
+async def test_a_process_holds_at_most_its_connections(
+    live_app: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    app, client = live_app
+    ctx = ctx_of(app)
+    await create_comp(client, "full", visibility="public")
+    first = FakeSocket(ctx, "full", f"token={token('alice')}")
+    await first.until(lambda: len(first.frames) >= 2)
+    second = FakeSocket(ctx, "full", f"token={token('bob')}")
+    await asyncio.wait_for(second.task, 5)
+    assert second.close_code == 1013
+    await first.disconnect()
+    third = FakeSocket(ctx, "full", f"token={token('bob')}")
+    await third.until(lambda: len(third.frames) >= 2)
+    await third.disconnect()

@@ -426,10 +426,10 @@ class Hub:
             state = await reads.board_state(self.ctx, room.cid)
             room.last = state.version if state is not None else 0
             room.ready.set_result(None)
+            if not room.clients:  # all gone while it opened
+                self._close_room(room)
         except BaseException as exc:
-            if self.rooms.get(room.cid) is room:
-                del self.rooms[room.cid]
-                self.by_channel.pop(room.channel, None)
+            self._close_room(room)
             room.ready.set_exception(exc)
             room.ready.exception()  # read here: the clients may all have gone
             if not isinstance(exc, Exception):
@@ -441,14 +441,21 @@ class Hub:
             return
         room.remove(client)
         client.room = None
-        if not room.clients and self.rooms.get(room.cid) is room and room.ready.done():
-            del self.rooms[room.cid]
-            self.by_channel.pop(room.channel, None)
-            if room._refresh is not None:
-                room._refresh.cancel()
-            for link in self.links.values():
-                if room.channel in link.channels:
-                    link.unsubscribe(room.channel)
+        if not room.clients and room.ready.done():
+            self._close_room(room)
+
+    def _close_room(self, room: Room) -> None:
+        """Forget the room and drop its subscription (unless a newer room has both)."""
+        if room._refresh is not None:
+            room._refresh.cancel()
+            room._refresh = None
+        if self.rooms.get(room.cid) is not room:
+            return
+        del self.rooms[room.cid]
+        self.by_channel.pop(room.channel, None)
+        for link in self.links.values():
+            if room.channel in link.channels:
+                link.unsubscribe(room.channel)
 
     def on_message(self, channel: str, payload: str) -> None:
         room = self.by_channel.get(channel)
@@ -460,6 +467,13 @@ class Hub:
             log.warning("an unreadable event on %s", channel)
             return
         room.offer(data)
+
+    def moved(self, channel: str) -> None:
+        room = self.by_channel.get(channel)
+        if room is not None:
+            for client in room.clients:
+                client.close(1012, "this board moved to another Redis node; reconnect")
+            self._close_room(room)
 
     def refill(self, channels: set[str]) -> None:
         """After a reconnect: each room reads what it missed from its stream."""
@@ -602,9 +616,11 @@ class _Link:
             self.hub.tasks.add(task)
             task.add_done_callback(self.hub.tasks.discard)
 
-    async def _send(self, conn: AbstractConnection, *args: str) -> None:
+    async def _send(self, conn: AbstractConnection, command: str, channel: str) -> None:
+        if channel in self.channels:
+            return  # subscribed again meanwhile
         with contextlib.suppress(Exception):
-            await conn.send_command(*args)
+            await conn.send_command(command, channel)
 
     def stop(self) -> list[asyncio.Task[None]]:
         return [self.task] if self.task is not None else []
@@ -663,6 +679,11 @@ class _Link:
                 ack = self.acks.get(str(msg[1]))
                 if ack is not None and not ack.done():
                     ack.set_result(None)
-            elif kind == "sunsubscribe" and str(msg[1]) in self.channels:
-                # The slot moved to another node: subscribe there.
-                raise ConnectionError("a shard channel moved")
+            elif kind in ("unsubscribe", "sunsubscribe") and str(msg[1]) in self.channels:
+                if kind == "sunsubscribe" and self.hub.ctx.redis.mode == "cluster":
+                    # The slot moved to another node: its clients reconnect, and the
+                    # new room subscribes where the slot is now.
+                    self.hub.moved(str(msg[1]))
+                else:
+                    # An unsubscribe that crossed a new subscribe: subscribe again.
+                    await conn.send_command(self.sub, str(msg[1]))

@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from healthcomp.core import ratelimit
 from healthcomp.core.context import AppContext
+from healthcomp.core.deps import reject
 from healthcomp.core.errors import AppError, Unauthorized, ValidationFailed, known_error_response
 from healthcomp.core.keys import valid_id
 from healthcomp.engine import reads
@@ -94,9 +95,15 @@ async def serve(ctx: AppContext, scope: Scope, receive: Receive, send: Send) -> 
     try:
         params = _Params(scope)
         subprotocol = params.subprotocol
-        if params.token is None:
-            raise Unauthorized("A token is required: ?token=<jwt> or the bearer subprotocol.")
-        principal = await ctx.auth.verify(params.token)
+        try:
+            if params.token is None:
+                raise Unauthorized("A token is required: ?token=<jwt> or the bearer subprotocol.")
+            principal = await ctx.auth.verify(params.token)
+        except Unauthorized:
+            # As on REST: a failed token counts against the address (429 past the limit).
+            client = scope.get("client")
+            await reject(ctx, client[0] if client else "unknown")
+            raise
         await ratelimit.spend(ctx, principal)
         if not valid_id(cid):
             raise ValidationFailed(
