@@ -232,6 +232,7 @@ class Room:
         self._refresh: asyncio.TimerHandle | None = None
         self._refreshed = 0.0
         self._refreshing = False
+        self._pulse_pending = False
 
     # --- clients ------------------------------------------------------------------
 
@@ -320,8 +321,19 @@ class Room:
             self.held.clear()
             self._advanced()
 
-    def _advanced(self) -> None:
+    def _pulse_soon(self) -> None:
+        """Wake the clients once for all the events taken in this turn of the loop (a
+        burst read from the link at once wakes each pump once, not once per event)."""
+        if not self._pulse_pending:
+            self._pulse_pending = True
+            asyncio.get_running_loop().call_soon(self._pulse_now)
+
+    def _pulse_now(self) -> None:
+        self._pulse_pending = False
         self.pulse()
+
+    def _advanced(self) -> None:
+        self._pulse_soon()
         if self._refresh is None and not self._refreshing:
             loop = asyncio.get_running_loop()
             interval = self.hub.ctx.settings.ws_update_interval_ms / 1000
