@@ -279,7 +279,7 @@ class Replay:
         if new != prev:
             self.score[user], self.reached[user] = new, ev.event_id
         after = self.order()
-        # Passes change ranks: whom a rise passed (at or below the old score, below
+        # Passes change ranks: whom a rise passed (at or above the old score, below
         # the new) and who passed a fall (at or above the new score, below the old).
         passed: list[str] = []
         passed_by: list[str] = []

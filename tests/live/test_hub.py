@@ -326,7 +326,36 @@ async def test_a_process_holds_at_most_its_connections(
     second = FakeSocket(ctx, "full", f"token={token('bob')}")
     await asyncio.wait_for(second.task, 5)
     assert second.close_code == 1013
+    assert second.of("error")[0]["error"] == "too_many_connections"
+    assert second.of("error")[0]["code"] == 503
     await first.disconnect()
     third = FakeSocket(ctx, "full", f"token={token('bob')}")
     await third.until(lambda: len(third.frames) >= 2)
     await third.disconnect()
+
+
+async def test_a_resume_brings_the_missed_personal_rank_changes(
+    live_app: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    app, client = live_app
+    ctx = ctx_of(app)
+    await create_comp(client, "again")
+    await join(client, "again", "alice", "bob", "zoe")
+    await sync(client, "zoe", rec(DAY, 500))
+    # Alice keeps the room open in this process the whole time.
+    alice = FakeSocket(ctx, "again", f"token={token('alice')}")
+    await alice.until(lambda: len(alice.frames) >= 2)
+    zoe = FakeSocket(ctx, "again", f"token={token('zoe')}")
+    await zoe.until(lambda: len(zoe.frames) >= 2)
+    since = zoe.frames[0]["event_id"]
+    await zoe.disconnect()
+    await sync(client, "bob", rec(DAY, 900))  # passes zoe while she is away
+    await alice.until(lambda: len(alice.of("score_update")) == 1)
+    zoe = FakeSocket(ctx, "again", f"token={token('zoe')}&since={since}")
+    await zoe.until(lambda: bool(zoe.of("rank_change")))
+    change = zoe.of("rank_change")[0]
+    assert change["user_id"] == "zoe" and change["overtaken_by"] == ["bob"]
+    assert (change["rank"], change["previous_rank"]) == (2, 1)
+    assert zoe.frames[0]["resumed"] is True
+    await zoe.disconnect()
+    await alice.disconnect()

@@ -18,7 +18,7 @@ Each script takes only keys of one hash tag: the competition's `{c:C}` or the us
   channel, SPUBLISH, on Redis 7 and newer), for the live fan-out (`healthcomp.live`),
   which fills any gap from the stream.
 * **Who passed whom.** A score change's event names the participants whose rank it
-  changed: those the mover passed (`passed`: their score was at or below its old one
+  changed: those the mover passed (`passed`: their score was at or above its old one
   and is below its new one) or who passed it (`passed_by`: at or above its new score,
   below its old one), at most `PASSED_MAX` each, with each one's rank after and before
   (`passed_ranks`, `passed_by_ranks`: `[rank, previous]`), from which the WebSocket
@@ -100,7 +100,7 @@ local function users_between(lb, a, b, up)
   return users, ranks
 end
 -- Puts the entry on the board at its score. The tie time moves only with the score.
--- Returns, for the event, whom the move passed (their score was at or below the old
+-- Returns, for the event, whom the move passed (their score was at or above the old
 -- one and is below the new: each one's rank grows by one) or who passed the mover
 -- (their score is at or above the new one and below the old: each gains one), at
 -- most PASSED_MAX each, with their ranks after and before. A tie broken this way is

@@ -57,16 +57,34 @@ class Closing(Exception):
 
 
 class Delivered:
-    """One event as this room sends it: the shared frame and the personal ones."""
+    """One event as this room sends it: the frame every client gets, and the personal
+    `rank_change` frames, made once, the first time a client they concern needs them."""
 
-    __slots__ = ("event_id", "frame", "leaver", "personal")
+    __slots__ = ("_data", "_personal", "concerns", "event_id", "frame", "leaver")
 
-    def __init__(self, data: dict[str, Any], personal: dict[str, str]) -> None:
+    def __init__(self, data: dict[str, Any]) -> None:
         self.event_id = int(data["event_id"])
         self.frame = frames.event_frame(data)
-        self.personal = personal
+        self._data: dict[str, Any] | None = None
+        self._personal: dict[str, str] | None = None
+        # The users a rank_change goes to: the mover and whom it passed or was passed by.
+        self.concerns: frozenset[str] = frozenset()
+        if data.get("passed") or data.get("passed_by"):
+            self._data = data
+            self.concerns = frozenset(
+                [str(data["user_id"]), *data.get("passed", ()), *data.get("passed_by", ())]
+            )
         # Whoever left the board: their own access is checked again.
         self.leaver: str | None = data.get("user_id") if data.get("type") == "leave" else None
+
+    def personal(self, user: str) -> str | None:
+        if user not in self.concerns:
+            return None
+        if self._personal is None:
+            assert self._data is not None
+            self._personal = frames.personal_frames(self._data)
+            self._data = None
+        return self._personal.get(user)
 
 
 class Client:
@@ -173,7 +191,7 @@ class Client:
                         continue
                     await self._send(ev.frame)
                     if user is not None:
-                        personal = ev.personal.get(user)
+                        personal = ev.personal(user)
                         if personal is not None:
                             await self._send(personal)
                         if ev.leaver == user:
@@ -271,10 +289,7 @@ class Room:
         self._advanced()
 
     def _take(self, data: dict[str, Any]) -> None:
-        personal = frames.personal_frames(data) if self.members else {}
-        if personal:
-            personal = {u: f for u, f in personal.items() if u in self.members}
-        delivered = Delivered(data, personal)
+        delivered = Delivered(data)
         self.ring.append(delivered)
         self.last = delivered.event_id
 
@@ -386,7 +401,7 @@ class Room:
         """Events after `cursor` from the stream (a resume, or a client behind the
         ring), encoded for this room."""
         events = await reads.events_since(self.hub.ctx, self.cid, cursor, count)
-        return [Delivered(ev.data, frames.personal_frames(ev.data)) for ev in events]
+        return [Delivered(ev.data) for ev in events]
 
 
 class Hub:

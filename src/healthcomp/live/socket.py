@@ -122,7 +122,12 @@ async def serve(ctx: AppContext, scope: Scope, receive: Receive, send: Send) -> 
         await _refuse(send, exc, subprotocol)
         return
     if hub.connections >= settings.ws_max_connections:
-        await _refuse(send, Closing(TRY_AGAIN, "too many connections here"), subprotocol)
+        busy = AppError(
+            "This server holds all the connections it may; try again (or another one).",
+            error="too_many_connections",
+            status=503,
+        )
+        await _refuse(send, busy, subprotocol)
         return
     await send({"type": "websocket.accept", "subprotocol": subprotocol})
     hub.opened()
@@ -134,7 +139,10 @@ async def serve(ctx: AppContext, scope: Scope, receive: Receive, send: Send) -> 
             await hub.join(client, cid)
         except Exception:
             log.warning("live events unavailable for %s", cid, exc_info=True)
-            await _close(send, TRY_AGAIN, "live updates are unavailable; try again")
+            message = "Live updates are unavailable right now; try again shortly."
+            with contextlib.suppress(Exception):
+                await send(_text(frames.error("unavailable", message, code=503)))
+            await _close(send, TRY_AGAIN, message)
             return
         since = params.since
         resumed = since is not None and await _in_backlog(ctx, cid, since, version)
@@ -206,7 +214,7 @@ async def _pump(hub: Hub, client: Client, abort: Callable[[], None] | None) -> N
         code, frame = _refusal(exc)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(client.send(_text(frame)), CLOSE_WAIT)
-        await _close(client.send, code, "refused", abort)
+        await _close(client.send, code, frame_reason(frame), abort)
 
 
 async def _listen(client: Client, receive: Receive) -> None:
@@ -222,7 +230,7 @@ async def _listen(client: Client, receive: Receive) -> None:
         if text is None:
             client.reply(frames.error("bad_frame", "Send JSON text frames, not binary."))
             continue
-        if len(text) > MAX_CLIENT_FRAME:
+        if len(text) > MAX_CLIENT_FRAME or len(text.encode()) > MAX_CLIENT_FRAME:
             client.reply(frames.error("bad_frame", "A frame is at most 4096 bytes."))
             continue
         try:
@@ -243,8 +251,6 @@ async def _listen(client: Client, receive: Receive) -> None:
 
 def _refusal(exc: BaseException) -> tuple[int, str]:
     """The close code and the `error` frame for what stopped a connection."""
-    if isinstance(exc, Closing):
-        return exc.code, frames.error("closed", exc.reason, code=exc.code)
     response = known_error_response(exc) if isinstance(exc, Exception) else None
     if response is None:
         log.exception("a live connection failed", exc_info=exc)
