@@ -108,9 +108,10 @@ def ctx_of(app: FastAPI) -> AppContext:
     return ctx
 
 
-async def watch(ctx: AppContext, cid: str, user: str, **query: Any) -> FakeSocket:
-    params = "&".join([f"token={token(user)}", *(f"{k}={v}" for k, v in query.items())])
-    sock = FakeSocket(ctx, cid, params, reading=query.pop("reading", True))
+async def opened(ctx: AppContext, cid: str, user: str, query: str = "") -> FakeSocket:
+    """A connection of `user`, once its `connected` frame and snapshot are in."""
+    sock = FakeSocket(ctx, cid, f"token={token(user)}" + (f"&{query}" if query else ""))
+    await sock.until(lambda: len(sock.frames) >= 2)
     return sock
 
 
@@ -127,8 +128,7 @@ async def test_a_client_far_behind_gets_a_snapshot_instead_of_the_backlog(
     await create_comp(client, "lag")
     users = [f"u{i}" for i in range(30)]
     await join(client, "lag", *users)
-    sock = FakeSocket(ctx, "lag", f"token={token('u0')}")
-    await sock.until(lambda: len(sock.frames) >= 2)
+    sock = await opened(ctx, "lag", "u0")
     sock.reading.clear()  # stops reading
     for i, user in enumerate(users):
         await sync(client, user, rec(DAY, 100 + i))
@@ -153,10 +153,8 @@ async def test_a_send_that_stands_still_closes_the_client_and_spares_the_others(
     ctx = ctx_of(app)
     await create_comp(client, "stuck")
     await join(client, "stuck", "alice", "bob")
-    stuck = FakeSocket(ctx, "stuck", f"token={token('alice')}")
-    fine = FakeSocket(ctx, "stuck", f"token={token('bob')}")
-    await stuck.until(lambda: len(stuck.frames) >= 2)
-    await fine.until(lambda: len(fine.frames) >= 2)
+    stuck = await opened(ctx, "stuck", "alice")
+    fine = await opened(ctx, "stuck", "bob")
     stuck.reading.clear()
     await sync(client, "bob", rec(DAY, 500))
     await fine.until(lambda: len(fine.of("score_update")) == 1, within=1)
@@ -176,8 +174,7 @@ async def test_events_lost_on_a_dropped_link_are_filled_from_the_stream(
     ctx = ctx_of(app)
     await create_comp(client, "gap")
     await join(client, "gap", "alice", "bob")
-    sock = FakeSocket(ctx, "gap", f"token={token('alice')}")
-    await sock.until(lambda: len(sock.frames) >= 2)
+    sock = await opened(ctx, "gap", "alice")
     first = sock.frames[0]["event_id"]
     hub = ctx.services["hub"]
     assert isinstance(hub, Hub)
@@ -201,8 +198,7 @@ async def test_a_competition_without_local_clients_costs_nothing(
     await create_comp(client, "idle")
     await join(client, "idle", "alice")
     channel = reads.events_channel(ctx, "idle")
-    sock = FakeSocket(ctx, "idle", f"token={token('alice')}")
-    await sock.until(lambda: len(sock.frames) >= 2)
+    sock = await opened(ctx, "idle", "alice")
     hub = ctx.services["hub"]
     assert isinstance(hub, Hub)
     assert set(hub.rooms) == {"idle"}
@@ -235,10 +231,8 @@ async def test_every_path_reaches_the_socket_and_access_is_kept(
     ctx = ctx_of(app)
     await create_comp(client, "paths", visibility="public")
     await join(client, "paths", "alice", "bob")
-    bob = FakeSocket(ctx, "paths", f"token={token('bob')}")
-    stranger = FakeSocket(ctx, "paths", f"token={token('stranger')}")
-    for sock in (bob, stranger):
-        await sock.until(lambda s=sock: len(s.frames) >= 2)
+    bob = await opened(ctx, "paths", "bob")
+    stranger = await opened(ctx, "paths", "stranger")
     # A trusted write (the service role) is a score_update caused by "write".
     body = {
         "user_id": "alice",
@@ -269,8 +263,7 @@ async def test_every_path_reaches_the_socket_and_access_is_kept(
     assert bob.of("participant_left")[0]["user_id"] == "bob"
     assert bob.close_code == 1008
     # The organizer sees the cancellation.
-    org = FakeSocket(ctx, "paths", f"token={token('org')}")
-    await org.until(lambda: len(org.frames) >= 2)
+    org = await opened(ctx, "paths", "org")
     resp = await client.post(
         f"{API}/competitions/paths/cancel", json={"reason": "rain"}, headers=auth("org")
     )
@@ -284,8 +277,7 @@ async def test_frames_from_the_client(live_app: tuple[FastAPI, httpx.AsyncClient
     ctx = ctx_of(app)
     await create_comp(client, "talk")
     await join(client, "talk", "alice")
-    sock = FakeSocket(ctx, "talk", f"token={token('alice')}")
-    await sock.until(lambda: len(sock.frames) >= 2)
+    sock = await opened(ctx, "talk", "alice")
     await sock.send_text('{"type":"ping"}')
     await sock.until(lambda: bool(sock.of("pong")))
     await sock.incoming.put({"type": "websocket.receive", "bytes": b"\x01"})
@@ -321,16 +313,14 @@ async def test_a_process_holds_at_most_its_connections(
     app, client = live_app
     ctx = ctx_of(app)
     await create_comp(client, "full", visibility="public")
-    first = FakeSocket(ctx, "full", f"token={token('alice')}")
-    await first.until(lambda: len(first.frames) >= 2)
+    first = await opened(ctx, "full", "alice")
     second = FakeSocket(ctx, "full", f"token={token('bob')}")
     await asyncio.wait_for(second.task, 5)
     assert second.close_code == 1013
     assert second.of("error")[0]["error"] == "too_many_connections"
     assert second.of("error")[0]["code"] == 503
     await first.disconnect()
-    third = FakeSocket(ctx, "full", f"token={token('bob')}")
-    await third.until(lambda: len(third.frames) >= 2)
+    third = await opened(ctx, "full", "bob")
     await third.disconnect()
 
 
@@ -343,15 +333,13 @@ async def test_a_resume_brings_the_missed_personal_rank_changes(
     await join(client, "again", "alice", "bob", "zoe")
     await sync(client, "zoe", rec(DAY, 500))
     # Alice keeps the room open in this process the whole time.
-    alice = FakeSocket(ctx, "again", f"token={token('alice')}")
-    await alice.until(lambda: len(alice.frames) >= 2)
-    zoe = FakeSocket(ctx, "again", f"token={token('zoe')}")
-    await zoe.until(lambda: len(zoe.frames) >= 2)
+    alice = await opened(ctx, "again", "alice")
+    zoe = await opened(ctx, "again", "zoe")
     since = zoe.frames[0]["event_id"]
     await zoe.disconnect()
     await sync(client, "bob", rec(DAY, 900))  # passes zoe while she is away
     await alice.until(lambda: len(alice.of("score_update")) == 1)
-    zoe = FakeSocket(ctx, "again", f"token={token('zoe')}&since={since}")
+    zoe = await opened(ctx, "again", "zoe", f"since={since}")
     await zoe.until(lambda: bool(zoe.of("rank_change")))
     change = zoe.of("rank_change")[0]
     assert change["user_id"] == "zoe" and change["overtaken_by"] == ["bob"]

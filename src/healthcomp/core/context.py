@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from healthcomp.core.auth import Authenticator
 from healthcomp.core.clock import Clock
@@ -16,6 +17,8 @@ from healthcomp.core.settings import Settings
 if TYPE_CHECKING:
     from healthcomp.core.lua import Pipeliner
     from healthcomp.core.ratelimit import UserBudgets
+
+_S = TypeVar("_S")
 
 
 @dataclass
@@ -34,6 +37,14 @@ class AppContext:
     # The per-user rate limit (set by the app's lifespan).
     limits: UserBudgets | None = None
     _pipeliner: Pipeliner | None = field(default=None, repr=False)
+
+    def service(self, name: str, make: Callable[[AppContext], _S]) -> _S:
+        """The worker's one `name` service (the leaderboard's pages, the live hub),
+        made by `make` on first use."""
+        found = self.services.get(name)
+        if found is None:
+            found = self.services[name] = make(self)
+        return cast(_S, found)
 
     @property
     def pipeliner(self) -> Pipeliner:

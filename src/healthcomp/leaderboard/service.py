@@ -20,11 +20,7 @@ from healthcomp.leaderboard.schemas import ScoreUpdate
 
 def pages_of(ctx: AppContext) -> Pages:
     """The worker's leaderboard pages (made on first use)."""
-    pages = ctx.services.get("pages")
-    if pages is None:
-        pages = ctx.services["pages"] = Pages(ctx)
-    assert isinstance(pages, Pages)
-    return pages
+    return ctx.service("pages", Pages)
 
 
 async def board(

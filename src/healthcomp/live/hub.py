@@ -22,7 +22,7 @@ import logging
 import re
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from itertools import islice
 from typing import Any
 
@@ -295,9 +295,7 @@ class Room:
 
     def _fill(self) -> None:
         self.filling = True
-        task = asyncio.get_running_loop().create_task(self._fill_from_stream())
-        self.hub.tasks.add(task)
-        task.add_done_callback(self.hub.tasks.discard)
+        self.hub.spawn(self._fill_from_stream())
 
     async def _fill_from_stream(self) -> None:
         """Take the events after `last` from the stream, then those held back."""
@@ -358,9 +356,7 @@ class Room:
     def _start_refresh(self) -> None:
         self._refresh = None
         self._refreshing = True
-        task = asyncio.get_running_loop().create_task(self._refresh_boards())
-        self.hub.tasks.add(task)
-        task.add_done_callback(self.hub.tasks.discard)
+        self.hub.spawn(self._refresh_boards())
 
     async def _refresh_boards(self) -> None:
         """One `leaderboard_update` per limit the clients asked for, encoded once."""
@@ -419,6 +415,12 @@ class Hub:
         self._beat: asyncio.Task[None] | None = None
         HUBS.add(self)
 
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` in the background; cancelled by `stop`."""
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
     def start(self) -> None:
         if self._beat is None:
             self._beat = asyncio.get_running_loop().create_task(self._heartbeats())
@@ -433,9 +435,7 @@ class Hub:
         if room is None:
             room = self.rooms[cid] = Room(self, cid)
             self.by_channel[room.channel] = room
-            task = asyncio.get_running_loop().create_task(self._open(room))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self.spawn(self._open(room))
         room.add(client)
         try:
             await asyncio.shield(room.ready)
@@ -639,9 +639,7 @@ class _Link:
         self.acks.pop(channel, None)
         conn = self.conn
         if conn is not None:
-            task = asyncio.get_running_loop().create_task(self._send(conn, self.unsub, channel))
-            self.hub.tasks.add(task)
-            task.add_done_callback(self.hub.tasks.discard)
+            self.hub.spawn(self._send(conn, self.unsub, channel))
 
     async def _send(self, conn: AbstractConnection, command: str, channel: str) -> None:
         if channel in self.channels:

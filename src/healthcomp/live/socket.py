@@ -43,11 +43,7 @@ POLICY, TRY_AGAIN, INTERNAL = 1008, 1013, 1011
 
 
 def hub_of(ctx: AppContext) -> Hub:
-    hub = ctx.services.get("hub")
-    if hub is None:
-        hub = ctx.services["hub"] = Hub(ctx)
-    assert isinstance(hub, Hub)
-    return hub
+    return ctx.service("hub", Hub)
 
 
 class _Params:
