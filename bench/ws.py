@@ -362,6 +362,10 @@ class Clients:
 # --- seeding and syncs --------------------------------------------------------------------
 
 
+# A scenario's competitions: id -> its participants' tokens by user id, in join order.
+Boards = dict[str, dict[str, str]]
+
+
 async def _seed_many(base: str, secret: str, options: Options, today: date) -> Boards:
     """The many competitions, public, each with its own few participants (no history)."""
     service = seed.service_token(secret)
@@ -390,10 +394,6 @@ async def _seed_many(base: str, secret: str, options: Options, today: date) -> B
             *(join(cid, uid, token) for cid, users in many.items() for uid, token in users.items())
         )
     return many
-
-
-# A scenario's competitions: id -> its participants' tokens by user id, in join order.
-Boards = dict[str, dict[str, str]]
 
 
 def seed_scenario(base: str, secret: str, name: str, options: Options, today: date) -> Boards:
