@@ -5,6 +5,10 @@
 * An `abort` in the scope's extensions (`ABORT`): a client that stopped reading has a
   full send buffer, so even a close frame cannot reach it; the app cuts it loose
   (healthcomp.live.socket) rather than hold its buffers for as long as the peer lives.
+* A direct write (`WRITE` in the extensions): frames the app has already encoded for
+  the wire (one encoding shared by every client of a board) go to the transport as
+  they are, several in one write; a write returns False, without writing, while the
+  transport's buffer is full (then the app awaits `writable`).
 * Less memory per idle connection (SPEC §8: under 20 KiB): once the handshake is
   answered, the request's headers, the response and the scope's headers are dropped
   (nothing reads them after it), and the incoming queue and the writable flag are plain objects
@@ -20,11 +24,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
+from websockets.protocol import State
 
 GOING_AWAY = 1001
 ABORT = "healthcomp.abort"
+WRITE = "healthcomp.write"
 
 
 class _Inbox:
@@ -99,6 +106,17 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         extensions: Any = self.scope.setdefault("extensions", {})
         extensions[ABORT] = self._abort
+        extensions[WRITE] = (self._write, self.writable.wait)
+
+    def _write(self, data: bytes) -> bool:
+        """Frames encoded by the app, written as they are; False while the transport's
+        buffer is over its high-water mark. Raises once the connection is closing."""
+        if self.close_sent or self.disconnected or self.conn.state is not State.OPEN:
+            raise ClientDisconnected()
+        if not self.writable.is_set():
+            return False
+        self.transport.write(data)
+        return True
 
     async def send(self, message: Any) -> None:
         await super().send(message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import orjson
@@ -22,6 +23,19 @@ OTHER_EVENTS = {
 _INTERNAL = ("passed", "passed_by", "passed_ranks", "passed_by_ranks", "at", "type")
 
 PONG = '{"type":"pong"}'
+
+
+def wire(text: str) -> bytes:
+    """A text frame as it goes on the wire from a server (RFC 6455 §5.2: FIN and the
+    text opcode, the payload length, no mask), so that one encoding serves every
+    client of a board."""
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 65536:
+        return struct.pack("!BBH", 0x81, 126, size) + payload
+    return struct.pack("!BBQ", 0x81, 127, size) + payload
 
 
 def _text(value: dict[str, Any]) -> str:

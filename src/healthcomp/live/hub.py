@@ -41,6 +41,7 @@ log = logging.getLogger("healthcomp.live")
 _BOARD_READER = Principal(role=SERVICE, user_id=None)
 SUBSCRIBE_TIMEOUT = 5.0
 CATCH_UP_CHUNK = 200  # events read from a stream at once for one client
+PULSE_SLICE = 500  # clients written to in one turn of the event loop (a few ms)
 
 # Hubs of this process (one per app), so the server can close their sockets with 1001
 # before it shuts connections down itself.
@@ -56,17 +57,34 @@ class Closing(Exception):
         self.reason = reason
 
 
-class Delivered:
+class Out:
+    """A frame to send: its text (for an ASGI send) and, made once when first needed,
+    its wire encoding (for a direct write), shared by every client it goes to."""
+
+    __slots__ = ("_wire", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._wire: bytes | None = None
+
+    @property
+    def wire(self) -> bytes:
+        if self._wire is None:
+            self._wire = frames.wire(self.text)
+        return self._wire
+
+
+class Delivered(Out):
     """One event as this room sends it: the frame every client gets, and the personal
     `rank_change` frames, made once, the first time a client they concern needs them."""
 
-    __slots__ = ("_data", "_personal", "concerns", "event_id", "frame", "leaver")
+    __slots__ = ("_data", "_personal", "concerns", "event_id", "leaver")
 
     def __init__(self, data: dict[str, Any]) -> None:
+        super().__init__(frames.event_frame(data))
         self.event_id = int(data["event_id"])
-        self.frame = frames.event_frame(data)
         self._data: dict[str, Any] | None = None
-        self._personal: dict[str, str] | None = None
+        self._personal: dict[str, Out] | None = None
         # The users a rank_change goes to: the mover and whom it passed or was passed by.
         self.concerns: frozenset[str] = frozenset()
         if data.get("passed") or data.get("passed_by"):
@@ -77,18 +95,28 @@ class Delivered:
         # Whoever left the board: their own access is checked again.
         self.leaver: str | None = data.get("user_id") if data.get("type") == "leave" else None
 
-    def personal(self, user: str) -> str | None:
+    def personal(self, user: str) -> Out | None:
         if user not in self.concerns:
             return None
         if self._personal is None:
             assert self._data is not None
-            self._personal = frames.personal_frames(self._data)
+            made = frames.personal_frames(self._data)
+            self._personal = {u: Out(text) for u, text in made.items()}
             self._data = None
         return self._personal.get(user)
 
 
+Write = tuple[Callable[[bytes], bool], Callable[[], Coroutine[Any, Any, Any]]]
+
+
 class Client:
-    """One WebSocket connection watching one board."""
+    """One WebSocket connection watching one board.
+
+    What it is owed (events after its cursor, the room's newest board, a heartbeat)
+    goes out by `flush` when it can be written at once: all of it in one write, from
+    the room's wake-up, with no task switch (the common case, a client keeping up).
+    Anything else is its pump's: a full socket buffer, a resume from the stream, a
+    snapshot, replies to its own frames, a close."""
 
     __slots__ = (
         "beat",
@@ -108,12 +136,14 @@ class Client:
         "task",
         "via_public",
         "waiter",
+        "write",
     )
 
-    def __init__(self, principal: Principal, limit: int, send: Send) -> None:
+    def __init__(self, principal: Principal, limit: int, send: Send, write: Write | None) -> None:
         self.principal = principal
         self.limit = limit
-        self.send = send
+        self.send = send  # the ASGI send
+        self.write = write  # the server's direct write and its wait, where offered
         self.room: Room | None = None
         self.cursor = 0  # the last event id this client has (sent or in a snapshot)
         self.board_sent = 0  # the version of the last leaderboard_update sent
@@ -122,7 +152,7 @@ class Client:
         self.replies: list[str] = []  # answers to the client's own frames
         self.closing: Closing | None = None
         self.sending_since = 0.0  # monotonic time a send began, 0 when none is under way
-        self.waiter: asyncio.Future[None] | None = None
+        self.waiter: asyncio.Future[None] | None = None  # set while the pump is idle
         self.task: asyncio.Task[None] | None = None  # the pump, once started
         self.stuck = False  # a send made no progress for the send timeout
         # Watching a public board it has no part in (access ends if it turns private).
@@ -149,9 +179,57 @@ class Client:
             self.replies.append(frame)
         self.wake()
 
-    async def _send(self, frame: str) -> None:
+    def flush(self, max_lag: int) -> bool:
+        """Write everything owed at once, without waiting. False, having written
+        nothing, when the pump must do it (or there is nothing to write it with);
+        raises OSError when the connection is gone."""
+        room = self.room
+        if self.write is None or room is None:
+            return False
+        if self.closing is not None or self.replies or self.recheck:
+            return False
+        parts: list[bytes] = []
+        cursor = self.cursor
+        if cursor < room.last:
+            if not self.catching_up and room.last - cursor > max_lag:
+                return False
+            events = room.after(cursor)
+            if events is None:
+                return False
+            user = self.user_id
+            for ev in events:
+                if user is not None:
+                    if ev.leaver == user:
+                        return False
+                    parts.append(ev.wire)
+                    personal = ev.personal(user)
+                    if personal is not None:
+                        parts.append(personal.wire)
+                else:
+                    parts.append(ev.wire)
+            cursor = room.last
+        board = room.boards.get(self.limit)
+        board_sent = self.board_sent
+        if board is not None and board_sent < board[0] <= cursor:
+            parts.append(board[1].wire)
+            board_sent = board[0]
+        if self.beat < room.beat:
+            parts.append(room.beat_frame.wire)
+        if parts and not self.write[0](parts[0] if len(parts) == 1 else b"".join(parts)):
+            return False
+        self.cursor, self.board_sent, self.beat = cursor, board_sent, room.beat
+        self.catching_up = False
+        return True
+
+    async def _send(self, frame: Out | str) -> None:
+        out = frame if isinstance(frame, Out) else Out(frame)
         self.sending_since = time.monotonic()
-        await self.send({"type": "websocket.send", "text": frame})
+        if self.write is None:
+            await self.send({"type": "websocket.send", "text": out.text})
+        else:
+            write, writable = self.write
+            while not write(out.wire):
+                await writable()
         self.sending_since = 0.0
 
     async def pump(self, hub: Hub) -> None:
@@ -172,49 +250,55 @@ class Client:
                 self.recheck = False
                 await self.snapshot(hub, resync=False)  # raises NotFound without access
                 continue
-            if self.cursor < room.last:
-                if not self.catching_up and room.last - self.cursor > max_lag:
-                    await self.snapshot(hub, resync=True)
+            if not self.flush(max_lag):
+                if await self._catch_up(hub, room, max_lag):
                     continue
-                events = room.after(self.cursor)
-                if events is None:
-                    events = await room.read(
-                        self.cursor, min(CATCH_UP_CHUNK, room.last - self.cursor)
-                    )
-                    if not events or events[0].event_id != self.cursor + 1:
-                        # Older than the backlog: a snapshot instead of the events.
-                        await self.snapshot(hub, resync=True)
-                        continue
-                user = self.user_id
-                for ev in events:
-                    if ev.event_id != self.cursor + 1:
-                        continue
-                    await self._send(ev.frame)
-                    if user is not None:
-                        personal = ev.personal(user)
-                        if personal is not None:
-                            await self._send(personal)
-                        if ev.leaver == user:
-                            self.recheck = True
-                    self.cursor = ev.event_id
-                    if self.closing is not None or self.replies or self.recheck:
-                        break
-                continue
-            self.catching_up = False
-            board = room.boards.get(self.limit)
-            if board is not None and self.board_sent < board[0] <= self.cursor:
-                self.board_sent = board[0]
-                await self._send(board[1])
-                continue
-            if self.beat < room.beat:
-                self.beat = room.beat
-                await self._send(frames.heartbeat(room.last, int(time.time() * 1000)))
-                continue
+                self.catching_up = False
+                board = room.boards.get(self.limit)
+                if board is not None and self.board_sent < board[0] <= self.cursor:
+                    self.board_sent = board[0]
+                    await self._send(board[1])
+                    continue
+                if self.beat < room.beat:
+                    self.beat = room.beat
+                    await self._send(room.beat_frame)
+                    continue
             self.waiter = loop.create_future()
             try:
                 await self.waiter
             finally:
                 self.waiter = None
+
+    async def _catch_up(self, hub: Hub, room: Room, max_lag: int) -> bool:
+        """Send the events after the cursor one by one (from the ring, else the
+        stream), or a snapshot instead; False when there were none to send."""
+        if self.cursor >= room.last:
+            return False
+        if not self.catching_up and room.last - self.cursor > max_lag:
+            await self.snapshot(hub, resync=True)
+            return True
+        events = room.after(self.cursor)
+        if events is None:
+            events = await room.read(self.cursor, min(CATCH_UP_CHUNK, room.last - self.cursor))
+            if not events or events[0].event_id != self.cursor + 1:
+                # Older than the backlog: a snapshot instead of the events.
+                await self.snapshot(hub, resync=True)
+                return True
+        user = self.user_id
+        for ev in events:
+            if ev.event_id != self.cursor + 1:
+                continue
+            await self._send(ev)
+            if user is not None:
+                personal = ev.personal(user)
+                if personal is not None:
+                    await self._send(personal)
+                if ev.leaver == user:
+                    self.recheck = True
+            self.cursor = ev.event_id
+            if self.closing is not None or self.replies or self.recheck:
+                break
+        return True
 
     async def snapshot(self, hub: Hub, *, resync: bool) -> None:
         """Send the top of the board with the caller's own entry; later events follow
@@ -242,8 +326,9 @@ class Room:
         self.members: Counter[str] = Counter()  # users connected here, by connections
         self.last = 0  # the last event id taken in order
         self.ring: deque[Delivered] = deque(maxlen=hub.ctx.settings.ws_max_lag)
-        self.boards: dict[int, tuple[int, str]] = {}  # limit -> (version, frame)
+        self.boards: dict[int, tuple[int, Out]] = {}  # limit -> (version, frame)
         self.beat = 0
+        self.beat_frame = Out(frames.heartbeat(0, int(time.time() * 1000)))
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.held: dict[int, dict[str, Any]] = {}  # arrived ahead of a gap
         self.filling = False
@@ -270,8 +355,31 @@ class Room:
                 del self.members[user]
 
     def pulse(self) -> None:
-        for client in self.clients:
-            client.wake()
+        """Give each idle client what it is owed: written at once where it can be, its
+        pump woken where it cannot (a busy pump finds it when it loops). In slices of
+        `PULSE_SLICE` clients, one per turn of the loop, so that the requests this
+        process serves meanwhile wait a slice, not the whole board's fan-out."""
+        self._pulse_slice(list(self.clients), 0)
+
+    def _pulse_slice(self, clients: list[Client], start: int) -> None:
+        max_lag = self.hub.ctx.settings.ws_max_lag
+        end = start + PULSE_SLICE
+        for client in clients[start:end]:
+            if client.waiter is None:
+                continue
+            try:
+                done = client.flush(max_lag)
+            except OSError:  # gone: its pump ends on its next send
+                done = False
+            if not done:
+                client.wake()
+        if end < len(clients):
+            asyncio.get_running_loop().call_soon(self._pulse_slice, clients, end)
+
+    def heartbeat(self) -> None:
+        self.beat += 1
+        self.beat_frame = Out(frames.heartbeat(self.last, int(time.time() * 1000)))
+        self.pulse()
 
     # --- events -------------------------------------------------------------------
 
@@ -346,12 +454,18 @@ class Room:
         self.pulse()
 
     def _advanced(self) -> None:
-        self._pulse_soon()
+        """New events: the board is read again now if the interval allows it, and the
+        events go out with it (one write per client); else they go out at once and
+        the board follows when the interval is over."""
         if self._refresh is None and not self._refreshing:
             loop = asyncio.get_running_loop()
             interval = self.hub.ctx.settings.ws_update_interval_ms / 1000
-            delay = max(0.0, self._refreshed + interval - loop.time())
+            delay = self._refreshed + interval - loop.time()
+            if delay <= 0:
+                self._start_refresh()  # pulses when done
+                return
             self._refresh = loop.call_later(delay, self._start_refresh)
+        self._pulse_soon()
 
     def _start_refresh(self) -> None:
         self._refresh = None
@@ -374,7 +488,7 @@ class Room:
                     continue
                 known = self.boards.get(limit)
                 if known is None or known[0] < version:
-                    self.boards[limit] = (version, body.decode())
+                    self.boards[limit] = (version, Out(body.decode()))
             for limit in list(self.boards):
                 if limit not in limits:
                     del self.boards[limit]
@@ -551,8 +665,7 @@ class Hub:
             limit = settings.ws_send_timeout_seconds
             for room in list(self.rooms.values()):
                 if beat:
-                    room.beat += 1
-                    room.pulse()
+                    room.heartbeat()
                     await self._still_public(room)
                 for client in list(room.clients):
                     if wall >= client.expires:

@@ -30,8 +30,10 @@ from healthcomp.leaderboard.service import pages_of
 from healthcomp.live import frames
 from healthcomp.live.hub import Client, Closing, Hub
 
-# uvicorn_server.ABORT: where our uvicorn protocol offers to cut a connection.
+# What our uvicorn protocol offers in the scope's extensions (healthcomp.uvicorn_server):
+# cutting a connection, and writing frames encoded once for many clients.
 ABORT = "healthcomp.abort"
+WRITE = "healthcomp.write"
 
 log = logging.getLogger("healthcomp.live")
 
@@ -127,7 +129,8 @@ async def serve(ctx: AppContext, scope: Scope, receive: Receive, send: Send) -> 
         return
     await send({"type": "websocket.accept", "subprotocol": subprotocol})
     hub.opened()
-    client = Client(principal, params.limit, send)
+    extensions = scope.get("extensions") or {}
+    client = Client(principal, params.limit, send, extensions.get(WRITE))
     client.via_public = not principal.is_service and b',"me":null,' in snapshot
     pump: asyncio.Task[None] | None = None
     try:
@@ -165,7 +168,7 @@ async def serve(ctx: AppContext, scope: Scope, receive: Receive, send: Send) -> 
         exp = principal.claims.get("exp")
         if isinstance(exp, int | float):  # closed with 1008 then, as REST would refuse it
             client.expires = float(exp) + settings.jwt_leeway_seconds
-        abort = scope.get("extensions", {}).get(ABORT)
+        abort = extensions.get(ABORT)
         pump = asyncio.get_running_loop().create_task(_pump(hub, client, abort))
         client.task = pump
         await _listen(client, receive)
