@@ -347,3 +347,23 @@ async def test_a_resume_brings_the_missed_personal_rank_changes(
     assert zoe.frames[0]["resumed"] is True
     await zoe.disconnect()
     await alice.disconnect()
+
+
+async def test_a_rule_edit_and_its_recount_reach_the_socket(
+    live_app: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    app, client = live_app
+    ctx = ctx_of(app)
+    # Starts later this month: its scoring rules may still change.
+    await create_comp(client, "later", start_date="2026-11-20", end_date="2026-11-30")
+    await join(client, "later", "alice")
+    sock = await opened(ctx, "later", "alice")
+    resp = await client.patch(
+        f"{API}/competitions/later", json={"metric": "distance"}, headers=auth("org")
+    )
+    assert resp.status_code == 200, resp.text
+    await sock.until(lambda: bool(sock.of("recount_finished")))
+    rules = sock.of("rules_changed")
+    assert len(rules) == 1 and rules[0]["recount"] == 1
+    assert rules[0]["event_id"] < sock.of("recount_finished")[0]["event_id"]
+    await sock.disconnect()

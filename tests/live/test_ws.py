@@ -422,6 +422,36 @@ async def test_a_client_that_stops_reading_does_not_delay_the_others(
         await watcher.close()
 
 
+async def test_a_peer_that_never_answers_pings_is_dropped(
+    pair: list[Service], http: httpx.AsyncClient
+) -> None:
+    """It reads everything (so no send stalls) but answers no protocol ping: gone after
+    a heartbeat (one second here) and the ping's timeout, closed with 1011."""
+    cid = new_id()
+    await open_competition(http, cid, "org", "alice")
+    sock = _stalled_socket(pair[1], cid, "alice")
+    sock.settimeout(0.5)
+    received = b""
+    deadline = time.monotonic() + 8
+    closed = False
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        if not chunk:
+            closed = True
+            break
+        received += chunk
+    sock.close()
+    assert closed, "still open"
+    # The server's ping (opcode 0x89, unanswered) came before its close (0x88, 1011).
+    assert b"\x89" in received
+    close_at = received.rfind(b"\x88")
+    assert close_at > received.find(b"\x89") > 0, received[-40:]
+    assert received[close_at + 2 : close_at + 4] == (1011).to_bytes(2, "big")
+
+
 # --- shutdown -----------------------------------------------------------------------
 
 
