@@ -147,6 +147,16 @@ async def test_token_in_the_subprotocol_and_limit(
     assert frames[0]["limit"] == 3
     assert len(frames[1]["entries"]) == 3 and frames[1]["me"]["user_id"] == "u4"
     await watcher.close()
+    # A refusal is accepted with the offered subprotocol too, so a browser reads why.
+    async with connect(
+        pair[1].ws_url(cid, limit=101),
+        subprotocols=["bearer", token("u4")],  # type: ignore[list-item]
+    ) as ws:
+        assert ws.subprotocol == "bearer"
+        assert orjson.loads(await ws.recv())["error"] == "validation_error"
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+        assert ws.close_code == 1008
 
 
 async def test_public_board_is_open_to_any_user_and_private_is_not(

@@ -48,23 +48,24 @@ def hub_of(ctx: AppContext) -> Hub:
     return ctx.service("hub", Hub)
 
 
-class _Params:
-    __slots__ = ("limit", "since", "subprotocol", "token")
+def _subprotocol(scope: Scope) -> tuple[str | None, str | None]:
+    """The subprotocol to accept and the token offered as one: `bearer, <jwt>` (the
+    token alone is accepted too, and then echoed: a browser needs one it offered)."""
+    offered = [str(p).strip() for p in scope.get("subprotocols") or []]
+    token = next((p for p in offered if p.count(".") == 2), None)  # header.payload.sig
+    if "bearer" in offered:
+        return "bearer", token
+    return token, token
 
-    def __init__(self, scope: Scope) -> None:
+
+class _Params:
+    __slots__ = ("limit", "since", "token")
+
+    def __init__(self, scope: Scope, token: str | None) -> None:
         query = parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-        self.token: str | None = None
-        self.subprotocol: str | None = None
-        offered = [str(p).strip() for p in scope.get("subprotocols") or []]
-        if "bearer" in offered:
-            self.subprotocol = "bearer"
-        for value in offered:
-            if value.count(".") == 2:  # a JWT: header.payload.signature
-                self.token = value
-                self.subprotocol = self.subprotocol or value
-                break
-        if self.token is None and query.get("token"):
-            self.token = query["token"][-1]
+        if token is None and query.get("token"):
+            token = query["token"][-1]
+        self.token = token
         self.limit = _integer(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
         self.since = _integer(query, "since", None, 0, 2**53)
 
@@ -89,10 +90,10 @@ async def serve(ctx: AppContext, scope: Scope, receive: Receive, send: Send) -> 
     cid: str = scope["path"][len(PATH_PREFIX) :]
     hub = hub_of(ctx)
     settings = ctx.settings
-    subprotocol: str | None = None
+    # Known before anything can fail, so that even a refusal is accepted as offered.
+    subprotocol, offered_token = _subprotocol(scope)
     try:
-        params = _Params(scope)
-        subprotocol = params.subprotocol
+        params = _Params(scope, offered_token)
         try:
             if params.token is None:
                 raise Unauthorized("A token is required: ?token=<jwt> or the bearer subprotocol.")
