@@ -569,6 +569,8 @@ class Hub:
             room.ready.set_result(None)
             if not room.clients:  # all gone while it opened
                 self._close_room(room)
+            elif room.held:  # published while the version was being read
+                room._fill()
         except BaseException as exc:
             self._close_room(room)
             room.ready.set_exception(exc)
@@ -600,14 +602,17 @@ class Hub:
 
     def on_message(self, channel: str, payload: str) -> None:
         room = self.by_channel.get(channel)
-        if room is None or not room.ready.done():
+        if room is None:
             return
         try:
             data = parse_event(payload)
         except ValueError:
             log.warning("an unreadable event on %s", channel)
             return
-        room.offer(data)
+        if room.ready.done():
+            room.offer(data)
+        else:  # kept until the room knows where it starts (`_open`)
+            room.held[int(data["event_id"])] = data
 
     def moved(self, channel: str) -> None:
         room = self.by_channel.get(channel)
