@@ -36,6 +36,7 @@ from healthcomp.health.routes import router as health_router
 from healthcomp.leaderboard.routes import router as leaderboard_router
 from healthcomp.lean import Lean
 from healthcomp.live import socket as live
+from healthcomp.prizes.routes import router as prizes_router
 from healthcomp.users.routes import router as users_router
 
 log = logging.getLogger("healthcomp")
@@ -113,7 +114,14 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(health_router)
-    for router in (users_router, competitions_router, activity_router, leaderboard_router):
+    routers = (
+        users_router,
+        competitions_router,
+        activity_router,
+        leaderboard_router,
+        prizes_router,
+    )
+    for router in routers:
         app.include_router(router, prefix="/api/v1")
     # Innermost first: the lean routes run inside the body limit and the deadline.
     app.add_middleware(Lean)

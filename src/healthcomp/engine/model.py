@@ -151,3 +151,22 @@ def parse_event(raw: bytes | str) -> dict[str, Any]:
         if name in data and not data[name]:
             data[name] = []
     return data
+
+
+@dataclass(frozen=True)
+class Contender:
+    """A participant at the top of the board, as a payout reads them."""
+
+    user_id: str
+    score: int
+    reached_ms: int  # when the score was reached: the board's tie order
+    name: str
+
+
+@dataclass(frozen=True)
+class PayoutInputs:
+    state: str  # open | cancelled | finalized
+    version: int
+    fees_owed: int  # minor units: the entry fees of the active participations
+    participants: int
+    top: list[Contender]  # in board order

@@ -12,8 +12,10 @@ from healthcomp.engine.codes import Reply
 from healthcomp.engine.model import (
     BoardState,
     CompetitionRecord,
+    Contender,
     Event,
     Page,
+    PayoutInputs,
     Recount,
     Standing,
     parse_event,
@@ -157,6 +159,27 @@ async def audit_log(ctx: AppContext, cid: str, *, user_id: str | None = None) ->
     if user_id is not None:
         records = [r for r in records if r.get("user_id") == user_id]
     return records
+
+
+async def payout_inputs(
+    ctx: AppContext, cid: str, *, places: int | None = None, qualifying: int | None = None
+) -> PayoutInputs | None:
+    """The fees owed and the top of the board, read at once: the first `places` and
+    all tied with the last of them, or everyone scoring at least `qualifying`. None
+    when there is no such competition."""
+    k = ctx.keys
+    mode = ["places", places] if places is not None else ["qualifiers", qualifying or 0]
+    keys = [k.meta(cid), k.board(cid), k.participations(cid), k.names(cid)]
+    res = await scripts.PAYOUT_INPUTS(ctx, keys, mode)
+    if Reply(int(res[0])) is not Reply.OK:
+        return None
+    _, state, version, fees, participants, n = res[:6]
+    rows = res[6:]
+    top = [
+        Contender(str(rows[i]), int(rows[i + 1]), int(rows[i + 2]), str(rows[i + 3]))
+        for i in range(0, 4 * int(n), 4)
+    ]
+    return PayoutInputs(str(state), int(version), int(fees), int(participants), top)
 
 
 def events_channel(ctx: AppContext, cid: str) -> str:

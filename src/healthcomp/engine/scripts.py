@@ -134,6 +134,13 @@ local function open_meta(meta, ...)
   if m[1] ~= 'open' then return nil, CLOSED end
   return m
 end
+-- `fees` in meta: the entry fees the active participations owe, kept by join and leave
+-- (a competition from before it has none until `PAYOUT_INPUTS` counts them once).
+local function add_fee(meta, cents)
+  if cents ~= 0 and redis.call('HEXISTS', meta, 'fees') == 1 then
+    redis.call('HINCRBY', meta, 'fees', cents)
+  end
+end
 local function emit(meta, ev, event)
   local ver = redis.call('HINCRBY', meta, 'ver', 1)
   event.event_id = ver
@@ -175,7 +182,8 @@ CREATE = Lua(
     PRELUDE
     + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {EXISTS} end
-redis.call('HSET', KEYS[1], 'state', 'open', 'ver', '0', 'rules', '1', unpack(ARGV))
+redis.call('HSET', KEYS[1], 'state', 'open', 'ver', '0', 'rules', '1', 'fees', '0',
+           unpack(ARGV))
 return {OK}
 """,
 )
@@ -244,6 +252,7 @@ p.state, p.joined_at, p.left_at = 'active', now, cjson.null
 p.joins = (p.joins or 0) + 1
 p.fee_cents = tonumber(m[9] or '0')
 redis.call('HSET', KEYS[6], user, cjson.encode(p))
+add_fee(KEYS[1], p.fee_cents)
 local _, _, ver = commit(KEYS, cid, user, e, nil,
                          'join', now)
 return {OK, redis.call('HLEN', KEYS[3]), m[6], m[7], m[8], m[10], ver}
@@ -278,6 +287,7 @@ redis.call('DEL', KEYS[6])
 local p = {}
 local praw = redis.call('HGET', KEYS[7], user)
 if praw then p = cjson.decode(praw) end
+if p.state == 'active' then add_fee(KEYS[1], -(p.fee_cents or 0)) end
 p.state, p.left_at = 'left', now
 redis.call('HSET', KEYS[7], user, cjson.encode(p))
 local ver = emit(KEYS[1], KEYS[5], {type = 'leave', competition_id = cid, user_id = user,
@@ -624,6 +634,55 @@ local m = redis.call('HMGET', KEYS[1], 'state', 'ver', 'visibility', 'organizer'
 if not m[1] then return {NO_COMPETITION} end
 return {OK, tonumber(m[2] or '0'), m[3] or 'private', m[4] or '', m[5] or false,
         redis.call('HGET', KEYS[2], 'state') or false}
+""",
+)
+
+# KEYS: meta, lb, parts, names; ARGV: 'places', k | 'qualifiers', min score
+# -> {OK, state, version, fees owed, participants, n, n x (user, score, reached ms, name)}
+#    | {NO_COMPETITION}
+# What a payout needs, in one atomic read: the fees the active participations owe, and
+# the top of the board: the first k and everyone tied with the k-th, or everyone at or
+# above the qualifying score.
+PAYOUT_INPUTS = Lua(
+    "engine.payout_inputs",
+    PRELUDE
+    + """
+local m = redis.call('HMGET', KEYS[1], 'state', 'ver', 'fees')
+if not m[1] then return {NO_COMPETITION} end
+local fees = m[3]
+if not fees then
+  local sum, all = 0, redis.call('HGETALL', KEYS[3])
+  for i = 2, #all, 2 do
+    local p = cjson.decode(all[i])
+    if p.state == 'active' then sum = sum + (p.fee_cents or 0) end
+  end
+  fees = fmt(sum)
+  redis.call('HSET', KEYS[1], 'fees', fees)
+end
+local rows
+if ARGV[1] == 'places' then
+  local k = tonumber(ARGV[2])
+  rows = redis.call('ZRANGE', KEYS[2], 0, k - 1, 'WITHSCORES')
+  if #rows == 2 * k then
+    -- Those tied with the k-th share its place: they come too (in board order).
+    local z, seen = rows[#rows], {}
+    for i = 1, #rows, 2 do seen[rows[i]] = true end
+    local tied = redis.call('ZRANGEBYSCORE', KEYS[2], z, z, 'WITHSCORES')
+    for i = 1, #tied, 2 do
+      if not seen[tied[i]] then rows[#rows + 1] = tied[i]; rows[#rows + 1] = tied[i + 1] end
+    end
+  end
+else
+  rows = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', fmt(-tonumber(ARGV[2])), 'WITHSCORES')
+end
+local out = {OK, m[1], m[2] or '0', fees, redis.call('ZCARD', KEYS[2]), #rows / 2}
+for i = 1, #rows, 2 do
+  out[#out + 1] = user_of(rows[i])
+  out[#out + 1] = fmt(-tonumber(rows[i + 1]))
+  out[#out + 1] = string.sub(rows[i], 1, 15)
+  out[#out + 1] = redis.call('HGET', KEYS[4], user_of(rows[i])) or user_of(rows[i])
+end
+return out
 """,
 )
 

@@ -1,0 +1,37 @@
+"""Prize routes (SPEC §5, §6.5)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body
+
+from healthcomp.competitions.access import MemberOf
+from healthcomp.core.deps import Ctx
+from healthcomp.core.responses import Envelope, JSONBytes, ok
+from healthcomp.prizes import service
+from healthcomp.prizes.schemas import CalculateBody, Calculation
+
+router = APIRouter(prefix="/prizes", tags=["prizes"])
+
+
+@router.post(
+    "/calculate/{competition_id}",
+    response_model=Envelope[Calculation],
+    summary="Payout preview from the current standings (participants, organizer, service)",
+    description=(
+        "Who would win what if the competition ended now: the pool (base prize plus the "
+        "entry fees owed, minus the rake), split by the competition's scheme, ties sharing "
+        "the places they occupy, to the minor unit. With `prize_pool`, another pool is "
+        "previewed instead. Nothing changes. When no prizes would be paid (cancelled, "
+        "fewer participants than `min_participants`, nobody above zero), `outcome` is "
+        "`refunds` and says why."
+    ),
+)
+async def calculate(
+    ctx: Ctx,
+    stored: MemberOf,
+    body: Annotated[CalculateBody | None, Body()] = None,
+) -> JSONBytes:
+    data = await service.calculate(ctx, stored, body.prize_pool if body else None)
+    return ok(data)

@@ -1,0 +1,55 @@
+"""Request and response shapes of the prize routes."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class CalculateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prize_pool: Decimal | None = Field(
+        None,
+        description=(
+            "Preview another pool: an amount in the competition's currency (at most its "
+            "decimals, e.g. 2 for USD, 0 for JPY), instead of the base prize plus fees "
+            "minus rake. Changes nothing."
+        ),
+        examples=["250.00"],
+    )
+
+
+class Prize(BaseModel):
+    user_id: str
+    user_name: str
+    rank: int
+    places: list[int] = Field(
+        description="The first and last place the winner's tie group occupies"
+    )
+    amount_cents: int
+    amount: str
+    currency: str
+    status: Literal["preview", "pending", "paid", "failed"]
+
+
+class Calculation(BaseModel):
+    competition_id: str
+    currency: str
+    pool_cents: int = Field(description="What the prizes add up to, in minor units")
+    amount: str
+    prize_pool_cents: int = Field(description="The organizer's base prize")
+    entry_fees_cents: int = Field(description="Entry fees the active participants owe")
+    rake_cents: int = Field(description="The rake on the entry fees, rounded half to even")
+    pool_overridden: bool = Field(description="True when `prize_pool` was given")
+    scheme: Literal["top_n", "winner_takes_all", "qualifiers_split"]
+    percentages: list[str]
+    participants: int
+    min_participants: int
+    outcome: Literal["prizes", "refunds"]
+    refund_reason: Literal["cancelled", "below_min_participants", "no_eligible_winner"] | None
+    refunds_cents: int = Field(description="Entry fees that would be refunded")
+    prizes: list[Prize]
+    event_id: int = Field(description="The board version the standings come from")
+    final: bool

@@ -1,0 +1,153 @@
+"""The pool of a competition and who would win what (SPEC §6.5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from healthcomp.competitions.access import not_found
+from healthcomp.competitions.model import Stored
+from healthcomp.core.context import AppContext
+from healthcomp.core.errors import ValidationFailed
+from healthcomp.core.money import display_amount, minor_exponent
+from healthcomp.engine import reads
+from healthcomp.engine.model import PayoutInputs
+from healthcomp.prizes import allocate
+from healthcomp.prizes.allocate import Award, Entrant
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A competition's pool in minor units: the base prize, plus the entry fees owed,
+    minus the rake on those fees (half to even)."""
+
+    base: int
+    fees: int
+    rake: int
+    total: int
+
+    @classmethod
+    def of(cls, stored: Stored, fees: int) -> Pool:
+        base = int(stored.doc.get("prize_pool_cents") or 0)
+        cut = allocate.rake(fees, Decimal(str(stored.doc.get("rake_percent") or 0)))
+        return cls(base, fees, cut, base + fees - cut)
+
+
+def pool_override(value: Decimal, currency: str) -> int:
+    """A previewed `prize_pool` (a decimal amount) in minor units: non-negative, at most
+    the currency's decimals, else 422 naming the field."""
+    exp = minor_exponent(currency)
+    try:
+        units = value.scaleb(exp)
+        exact = value >= 0 and value.is_finite() and units == units.to_integral_value()
+    except InvalidOperation:
+        exact = False
+    if not exact:
+        places = f"{exp} decimal places" if exp else "no decimal places"
+        raise ValidationFailed(
+            f"prize_pool must be a non-negative amount with at most {places} for {currency}.",
+            details=[{"field": "prize_pool", "message": "invalid amount", "type": "value_error"}],
+        )
+    if units > 10**15:
+        raise ValidationFailed(
+            "prize_pool is too large.",
+            details=[{"field": "prize_pool", "message": "too large", "type": "value_error"}],
+        )
+    return int(units)
+
+
+def _scheme(stored: Stored) -> tuple[str, list[Any]]:
+    payout = stored.doc.get("payout") or {"scheme": "top_n", "percentages": [60, 30, 10]}
+    scheme = str(payout.get("scheme", "top_n"))
+    if scheme == "winner_takes_all":
+        return scheme, [100]
+    if scheme == "qualifiers_split":
+        return scheme, []
+    return scheme, list(payout.get("percentages") or [60, 30, 10])
+
+
+def _min_days(stored: Stored) -> int:
+    goal = stored.doc.get("goal") or {}
+    return max(1, int(goal.get("min_days") or 1))
+
+
+async def inputs(ctx: AppContext, stored: Stored) -> PayoutInputs:
+    scheme, percentages = _scheme(stored)
+    if scheme == "qualifiers_split":
+        found = await reads.payout_inputs(ctx, stored.id, qualifying=_min_days(stored))
+    else:
+        found = await reads.payout_inputs(ctx, stored.id, places=len(percentages))
+    if found is None:
+        raise not_found(stored.id)
+    return found
+
+
+def awards(stored: Stored, pool: int, found: PayoutInputs) -> list[Award]:
+    scheme, percentages = _scheme(stored)
+    entrants: list[Entrant] = []
+    rank = 0
+    for i, c in enumerate(found.top):
+        if i == 0 or c.score != found.top[i - 1].score:
+            rank = i + 1
+        entrants.append(Entrant(c.user_id, c.score, rank, c.reached_ms))
+    if scheme == "qualifiers_split":
+        return allocate.equally(pool, entrants)
+    return allocate.by_places(pool, entrants, allocate.weights_of(percentages))
+
+
+def why_no_prizes(stored: Stored, found: PayoutInputs, winners: list[Award]) -> str | None:
+    """Why the entry fees would be refunded instead of prizes paid, or None."""
+    if found.state == "cancelled":
+        return "cancelled"
+    if found.participants < int(stored.doc.get("min_participants") or 1):
+        return "below_min_participants"
+    if not winners:
+        return "no_eligible_winner"
+    return None
+
+
+async def calculate(ctx: AppContext, stored: Stored, prize_pool: Decimal | None) -> dict[str, Any]:
+    """What would be paid now, from the current standings; changes nothing."""
+    currency = str(stored.doc.get("currency") or "USD")
+    found = await inputs(ctx, stored)
+    pool = Pool.of(stored, found.fees_owed)
+    total = pool.total if prize_pool is None else pool_override(prize_pool, currency)
+    winners = awards(stored, total, found)
+    reason = why_no_prizes(stored, found, winners)
+    names = {c.user_id: c.name for c in found.top}
+    prizes = [] if reason else [_prize_view(a, names, currency) for a in winners]
+    scheme, percentages = _scheme(stored)
+    return {
+        "competition_id": stored.id,
+        "currency": currency,
+        "pool_cents": total,
+        "amount": display_amount(total, currency),
+        "prize_pool_cents": pool.base,
+        "entry_fees_cents": pool.fees,
+        "rake_cents": pool.rake,
+        "pool_overridden": prize_pool is not None,
+        "scheme": scheme,
+        "percentages": [str(p) for p in percentages],
+        "participants": found.participants,
+        "min_participants": int(stored.doc.get("min_participants") or 1),
+        "outcome": "refunds" if reason else "prizes",
+        "refund_reason": reason,
+        "refunds_cents": pool.fees if reason else 0,
+        "prizes": prizes,
+        "event_id": found.version,
+        "final": False,
+    }
+
+
+def _prize_view(award: Award, names: dict[str, str], currency: str) -> dict[str, Any]:
+    return {
+        "user_id": award.user_id,
+        "user_name": names.get(award.user_id, award.user_id),
+        "rank": award.rank,
+        "places": [award.place_from, award.place_to],
+        "amount_cents": award.cents,
+        "amount": display_amount(award.cents, currency),
+        "currency": currency,
+        "status": "preview",
+    }
