@@ -362,12 +362,16 @@ async def cancel(ctx: AppContext, principal: Principal, stored: Stored, reason: 
             error="competition_ended",
         )
     _raise_for(code)
-    await index.upsert(
-        ctx, stored.id, _index_record(stored.doc, "cancelled", to_ms(now)), to_ms(now)
-    )
+    await closed(ctx, stored, "cancelled", now)
+    return await get(ctx, stored.id)
+
+
+async def closed(ctx: AppContext, stored: Stored, state: str, now: datetime) -> None:
+    """After a cancel or a finalization: the listings and the organizer's cap follow.
+    Idempotent, so a retried call that finds the state already changed repeats it."""
+    await index.upsert(ctx, stored.id, _index_record(stored.doc, state, to_ms(now)), to_ms(now))
     if stored.organizer is not None:
         await repo.close_organized(ctx, stored.organizer, stored.id)
-    return await get(ctx, stored.id)
 
 
 async def audit(ctx: AppContext, principal: Principal, stored: Stored) -> list[Any]:

@@ -48,6 +48,8 @@ SCHEMA: tuple[KeySpec, ...] = (
     KeySpec("P:{c:C}:parts", "hash", "engine", "user → JSON participation record: state (active, left), joined, left, joins, fee owed"),
     KeySpec("P:{c:C}:audit", "list", "engine", "JSON audit records (trusted writes, cancels), oldest first"),
     KeySpec("P:{c:C}:ev", "stream", "engine", "board events, id `<event_id>-0`, field `e` = JSON event; bounded backlog; also the pub/sub channel each event is published on"),
+    KeySpec("P:{c:C}:ledger", "hash", "engine", "the final payouts, written once with the finalization: `summary` → JSON (pool, outcome, scheme, the board version frozen); `<payout id>` → JSON line (kind prize or refund, user, rank, amount, currency, reason, status)"),
+    KeySpec("P:{c:C}:outbox", "stream", "engine", "one entry per payout to make (field `p` = JSON), written with the ledger, for a payment worker"),
     KeySpec("P:{c:C}:rc", "hash", "engine", "recount job: state, rules, done, total, cursor, lease, started/finished"),
     KeySpec("P:{c:C}:rcl", "list", "engine", "the recount's stable snapshot of participants"),
     KeySpec("P:{c:C}:rcd", "set", "engine", "participants the running recount has counted"),
@@ -143,6 +145,12 @@ class Keys:
 
     def events(self, competition_id: str) -> str:
         return f"{self._c(competition_id)}:ev"
+
+    def ledger(self, competition_id: str) -> str:
+        return f"{self._c(competition_id)}:ledger"
+
+    def outbox(self, competition_id: str) -> str:
+        return f"{self._c(competition_id)}:outbox"
 
     def recount(self, competition_id: str) -> str:
         return f"{self._c(competition_id)}:rc"

@@ -182,6 +182,26 @@ async def payout_inputs(
     return PayoutInputs(str(state), int(version), int(fees), int(participants), top)
 
 
+async def ledger(ctx: AppContext, cid: str) -> tuple[Any, list[Any]] | None:
+    """A finalized competition's ledger: its summary and its lines; None before."""
+    raw = cast(dict[str, str], await ctx.r.hgetall(ctx.keys.ledger(cid)))
+    summary = raw.pop("summary", None)
+    if summary is None:
+        return None
+    return orjson.loads(summary), [orjson.loads(line) for line in raw.values()]
+
+
+async def fees_by_participant(ctx: AppContext, cid: str) -> dict[str, int]:
+    """The entry fee each active participation owes (for refunds)."""
+    raw = cast(dict[str, str], await ctx.r.hgetall(ctx.keys.participations(cid)))
+    out: dict[str, int] = {}
+    for user, value in raw.items():
+        record = orjson.loads(value)
+        if record.get("state") == "active":
+            out[user] = int(record.get("fee_cents") or 0)
+    return out
+
+
 def events_channel(ctx: AppContext, cid: str) -> str:
     """The pub/sub channel each event of the board is published on: its stream's name
     (a shard channel, SPUBLISH, on Redis 7 and newer)."""

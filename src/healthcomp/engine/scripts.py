@@ -637,6 +637,37 @@ return {OK, tonumber(m[2] or '0'), m[3] or 'private', m[4] or '', m[5] or false,
 """,
 )
 
+# KEYS: meta, ev, ledger, outbox
+# ARGV: cid, expected version, now, summary JSON, outcome, pool, n, n x (id, line JSON,
+#       '1' to put it in the outbox | '0')
+# -> {OK, event_id} | {NO_COMPETITION} | {CLOSED, state} | {STALE}
+# The finalization, all or nothing in the competition's slot: the ledger, the outbox
+# of the payouts to make, the state `finalized` (no script changes the board after it),
+# and the board's last event. Only from the version the ledger was computed at; a
+# change since (a trusted write) is STALE and the caller computes again.
+FINALIZE = Lua(
+    "engine.finalize",
+    PRELUDE
+    + """
+local m = redis.call('HMGET', KEYS[1], 'state', 'ver')
+if not m[1] then return {NO_COMPETITION} end
+if m[1] ~= 'open' then return {CLOSED, m[1]} end
+if (m[2] or '0') ~= ARGV[2] then return {STALE} end
+local now = tonumber(ARGV[3])
+redis.call('HSET', KEYS[3], 'summary', ARGV[4])
+local n = tonumber(ARGV[7])
+for i = 0, n - 1 do
+  local b = 8 + i * 3
+  redis.call('HSET', KEYS[3], ARGV[b], ARGV[b + 1])
+  if ARGV[b + 2] == '1' then redis.call('XADD', KEYS[4], '*', 'p', ARGV[b + 1]) end
+end
+redis.call('HSET', KEYS[1], 'state', 'finalized', 'finalized_ms', fmt(now))
+local ver = emit(KEYS[1], KEYS[2], {type = 'finalized', competition_id = ARGV[1], at = now,
+  outcome = ARGV[5], pool_cents = tonumber(ARGV[6])})
+return {OK, ver}
+""",
+)
+
 # KEYS: meta, lb, parts, names; ARGV: 'places', k | 'qualifiers', min score
 # -> {OK, state, version, fees owed, participants, n, n x (user, score, reached ms, name)}
 #    | {NO_COMPETITION}

@@ -112,6 +112,38 @@ async def cancel(
     return Reply(int(res[0]))
 
 
+@dataclass(frozen=True)
+class LedgerLine:
+    """One payout of a ledger: its id, its JSON, and whether it goes to the outbox."""
+
+    id: str
+    json: str
+    payable: bool
+
+
+async def finalize(
+    ctx: AppContext,
+    cid: str,
+    *,
+    version: int,
+    now_ms: int,
+    summary: str,
+    outcome: str,
+    pool: int,
+    lines: list[LedgerLine],
+) -> Reply:
+    """Write the ledger and the outbox and finalize, at once (scripts.FINALIZE): OK,
+    CLOSED (finalized or cancelled already), STALE (the board moved) or
+    NO_COMPETITION."""
+    k = ctx.keys
+    keys = [k.meta(cid), k.events(cid), k.ledger(cid), k.outbox(cid)]
+    args: list[Any] = [cid, version, now_ms, summary, outcome, pool, len(lines)]
+    for line in lines:
+        args += [line.id, line.json, "1" if line.payable else "0"]
+    res = await scripts.FINALIZE(ctx, keys, args)
+    return Reply(int(res[0]))
+
+
 # --- participations ------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ OTHER_EVENTS = {
     "rules": "rules_changed",
     "recounted": "recount_finished",
     "cancelled": "competition_cancelled",
+    "finalized": "competition_finalized",
 }
 _INTERNAL = ("passed", "passed_by", "passed_ranks", "passed_by_ranks", "at", "type")
 

@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body
 
-from healthcomp.competitions.access import MemberOf
+from healthcomp.competitions.access import MemberOf, OrganizerOf
 from healthcomp.core.deps import Ctx
 from healthcomp.core.responses import Envelope, JSONBytes, ok
 from healthcomp.prizes import service
-from healthcomp.prizes.schemas import CalculateBody, Calculation
+from healthcomp.prizes.schemas import CalculateBody, Calculation, Ledger
 
 router = APIRouter(prefix="/prizes", tags=["prizes"])
 
@@ -35,3 +35,20 @@ async def calculate(
 ) -> JSONBytes:
     data = await service.calculate(ctx, stored, body.prize_pool if body else None)
     return ok(data)
+
+
+@router.post(
+    "/distribute/{competition_id}",
+    response_model=Envelope[Ledger],
+    summary="Final payout, exactly once (organizer, service; after the grace period)",
+    description=(
+        "Freezes the final standings and writes the immutable ledger (prizes, or the "
+        "entry fees refunded when no prizes are paid) and the outbox of payouts for a "
+        "payment worker, and finalizes the competition: from then on syncs are stored but "
+        "change no result, and no score write applies. Exactly once: a repeated or "
+        "concurrent call answers the same ledger. 409 `too_early` before the grace period "
+        "is over (saying when), 409 `competition_cancelled` for a cancelled competition."
+    ),
+)
+async def distribute(ctx: Ctx, stored: OrganizerOf) -> JSONBytes:
+    return ok(await service.distribute(ctx, stored), "Prizes distributed.")

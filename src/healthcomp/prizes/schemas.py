@@ -53,3 +53,36 @@ class Calculation(BaseModel):
     prizes: list[Prize]
     event_id: int = Field(description="The board version the standings come from")
     final: bool
+
+
+class LedgerLine(BaseModel):
+    id: str = Field(description="`<competition>:<kind>:<user>`: the payout's idempotency key")
+    kind: Literal["prize", "refund"]
+    user_id: str
+    user_name: str | None
+    rank: int | None
+    places: list[int] | None
+    amount_cents: int
+    amount: str
+    currency: str
+    reason: str = Field(description="`place 1`, `places 2-3`, or why the fee is refunded")
+    status: Literal["pending", "paid", "failed", "nothing_to_pay"]
+
+
+class Ledger(BaseModel):
+    competition_id: str
+    currency: str
+    pool_cents: int = Field(description="What the prizes add up to (0 when fees are refunded)")
+    amount: str
+    prize_pool_cents: int
+    entry_fees_cents: int
+    rake_cents: int
+    scheme: Literal["top_n", "winner_takes_all", "qualifiers_split"]
+    percentages: list[str]
+    participants: int
+    outcome: Literal["prizes", "refunds"]
+    refund_reason: Literal["cancelled", "below_min_participants", "no_eligible_winner"] | None
+    event_id: int = Field(description="The board version the standings were frozen at")
+    finalized_at: str
+    lines: list[LedgerLine]
+    final: bool

@@ -6,12 +6,18 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import orjson
+
+from healthcomp.competitions import repo
+from healthcomp.competitions import service as competitions
 from healthcomp.competitions.access import not_found
 from healthcomp.competitions.model import Stored
+from healthcomp.core.clock import rfc3339, to_ms
 from healthcomp.core.context import AppContext
-from healthcomp.core.errors import ValidationFailed
+from healthcomp.core.errors import Conflict, ServiceUnavailable, ValidationFailed
 from healthcomp.core.money import display_amount, minor_exponent
-from healthcomp.engine import reads
+from healthcomp.engine import reads, writes
+from healthcomp.engine.codes import Reply
 from healthcomp.engine.model import PayoutInputs
 from healthcomp.prizes import allocate
 from healthcomp.prizes.allocate import Award, Entrant
@@ -150,4 +156,132 @@ def _prize_view(award: Award, names: dict[str, str], currency: str) -> dict[str,
         "amount": display_amount(award.cents, currency),
         "currency": currency,
         "status": "preview",
+    }
+
+
+# --- distribution -------------------------------------------------------------------
+
+FINALIZE_ATTEMPTS = 5  # a trusted write racing the freeze makes the ledger compute again
+
+
+async def distribute(ctx: AppContext, stored: Stored) -> dict[str, Any]:
+    """Freeze the standings, write the ledger and the outbox, finalize: exactly once.
+    Repeated or concurrent calls answer the same ledger (the one that was written)."""
+    cid = stored.id
+    for _ in range(FINALIZE_ATTEMPTS):
+        kept = await reads.ledger(ctx, cid)
+        current = await repo.load(ctx, cid)
+        if current is None:
+            raise not_found(cid)
+        if kept is not None:
+            # Written, maybe by a call that failed after it: what follows is idempotent.
+            await competitions.closed(ctx, current, "finalized", ctx.clock.now())
+            return ledger_view(*kept)
+        if current.state == "cancelled":
+            raise Conflict(
+                "The competition was cancelled: its entry fees are refunded, no prizes are paid.",
+                error="competition_cancelled",
+            )
+        now = ctx.clock.now()
+        if now < current.deadline:
+            raise Conflict(
+                "Prizes are distributed once the grace period is over, at "
+                f"{rfc3339(current.deadline)}.",
+                error="too_early",
+                details=[{"field": "opens_at", "message": rfc3339(current.deadline)}],
+            )
+        summary, lines = await _ledger(ctx, current, now)
+        code = await writes.finalize(
+            ctx,
+            cid,
+            version=int(summary["event_id"]),
+            now_ms=to_ms(now),
+            summary=orjson.dumps(summary).decode(),
+            outcome=str(summary["outcome"]),
+            pool=int(summary["pool_cents"]),
+            lines=[
+                writes.LedgerLine(line["id"], orjson.dumps(line).decode(), line["amount_cents"] > 0)
+                for line in lines
+            ],
+        )
+        if code is Reply.NO_COMPETITION:
+            raise not_found(cid)
+        # OK: done (read back below); CLOSED: another call finalized (or cancelled) it
+        # meanwhile; STALE: the board moved since it was read. Each goes round again.
+    raise ServiceUnavailable("The competition kept changing while it was being finalized; retry.")
+
+
+async def _ledger(
+    ctx: AppContext, stored: Stored, now: Any
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    currency = str(stored.doc.get("currency") or "USD")
+    found = await inputs(ctx, stored)
+    pool = Pool.of(stored, found.fees_owed)
+    winners = awards(stored, pool.total, found)
+    reason = why_no_prizes(stored, found, winners)
+    scheme, percentages = _scheme(stored)
+    names = {c.user_id: c.name for c in found.top}
+    lines: list[dict[str, Any]] = []
+    if reason is None:
+        for award in winners:
+            first, last = award.place_from, award.place_to
+            lines.append(
+                _line(stored.id, "prize", award.user_id, award.cents, currency)
+                | {
+                    "user_name": names.get(award.user_id, award.user_id),
+                    "rank": award.rank,
+                    "places": [first, last],
+                    "reason": f"place {first}" if first == last else f"places {first}-{last}",
+                }
+            )
+    else:
+        fees = await reads.fees_by_participant(ctx, stored.id)
+        for user, cents in sorted(fees.items()):
+            if cents > 0:
+                lines.append(
+                    _line(stored.id, "refund", user, cents, currency)
+                    | {"user_name": None, "rank": None, "places": None, "reason": reason}
+                )
+    summary = {
+        "competition_id": stored.id,
+        "currency": currency,
+        "pool_cents": 0 if reason else pool.total,
+        "prize_pool_cents": pool.base,
+        "entry_fees_cents": pool.fees,
+        "rake_cents": 0 if reason else pool.rake,
+        "scheme": scheme,
+        "percentages": [str(p) for p in percentages],
+        "participants": found.participants,
+        "outcome": "refunds" if reason else "prizes",
+        "refund_reason": reason,
+        "event_id": found.version,
+        "finalized_at": rfc3339(now),
+    }
+    return summary, lines
+
+
+def _line(cid: str, kind: str, user: str, cents: int, currency: str) -> dict[str, Any]:
+    return {
+        "id": f"{cid}:{kind}:{user}",
+        "kind": kind,
+        "user_id": user,
+        "amount_cents": cents,
+        "currency": currency,
+        "status": "pending" if cents > 0 else "nothing_to_pay",
+    }
+
+
+def ledger_view(summary: dict[str, Any], lines: list[dict[str, Any]]) -> dict[str, Any]:
+    currency = str(summary["currency"])
+    ordered = sorted(
+        lines, key=lambda x: (x["kind"] != "prize", x.get("rank") or 0, str(x["user_id"]))
+    )
+    return {
+        **summary,
+        "amount": display_amount(int(summary["pool_cents"]), currency),
+        "lines": [
+            line | {"amount": display_amount(int(line["amount_cents"]), currency)}
+            for line in ordered
+        ],
+        "final": True,
     }

@@ -1,0 +1,142 @@
+"""POST /api/v1/prizes/distribute/{id}: the ledger, exactly once, on the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from healthcomp.competitions import service as competitions
+from healthcomp.core.context import AppContext
+from healthcomp.engine import writes
+from tests.conftest import SERVICE_AUTH, assert_error, auth
+from tests.domain.helpers import API, app_clock, at, create_comp, join, rec, sync
+
+DAY = "2026-11-05"
+AFTER_GRACE = at(2026, 12, 5)
+
+
+async def setup_field(
+    client: httpx.AsyncClient, cid: str, steps: dict[str, int], **fields: Any
+) -> None:
+    await create_comp(client, cid, **fields)
+    await join(client, cid, *steps)
+    for user, n in steps.items():
+        if n:
+            await sync(client, user, rec(DAY, n))
+
+
+async def distribute(client: httpx.AsyncClient, cid: str, who: str = "org") -> httpx.Response:
+    headers = SERVICE_AUTH if who == "service" else auth(who)
+    return await client.post(f"{API}/prizes/distribute/{cid}", headers=headers)
+
+
+async def test_not_before_the_grace_period_is_over(client: httpx.AsyncClient) -> None:
+    await setup_field(client, "early", {"a": 100}, prize_pool_cents=1000)
+    body = assert_error(await distribute(client, "early"), 409, "too_early")
+    assert "2026-12-01" in body["message"] or "2026-12-02" in body["message"]
+
+
+async def test_the_ledger_is_written_once_and_the_competition_finalized(
+    client: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    await setup_field(
+        client, "final", {"a": 5000, "b": 4000, "c": 4000, "d": 1000}, prize_pool_cents=10000
+    )
+    app_clock(client).at = AFTER_GRACE
+    resp = await distribute(client, "final")
+    assert resp.status_code == 200, resp.text
+    data = resp.json()["data"]
+    assert data["final"] is True and data["outcome"] == "prizes" and data["pool_cents"] == 10000
+    assert [(x["user_id"], x["amount"], x["reason"]) for x in data["lines"]] == [
+        ("a", "60.00", "place 1"), ("b", "20.00", "places 2-3"), ("c", "20.00", "places 2-3"),
+    ]  # fmt: skip
+    assert {x["id"] for x in data["lines"]} == {"final:prize:a", "final:prize:b", "final:prize:c"}
+    assert await ctx.r.xlen(ctx.keys.outbox("final")) == 3
+    # Again: the same ledger, nothing more in the outbox.
+    again = await distribute(client, "final", "service")
+    assert again.status_code == 200, again.text
+    assert again.json()["data"] == data and await ctx.r.xlen(ctx.keys.outbox("final")) == 3
+    competition = (await client.get(f"{API}/competitions/final", headers=auth("a"))).json()
+    assert competition["data"]["status"] == "finalized"
+    # The board is frozen: a sync is stored but moves nothing; no score write applies.
+    before = (await client.get(f"{API}/leaderboard/final", headers=auth("a"))).json()["data"]
+    await sync(client, "d", rec(DAY, 99999))
+    after = (await client.get(f"{API}/leaderboard/final", headers=auth("a"))).json()["data"]
+    assert after["entries"] == before["entries"] and after["event_id"] == before["event_id"]
+    body = {"user_id": "d", "competition_id": "final", "steps": 1, "distance": 0, "calories": 0}
+    resp = await client.post(f"{API}/leaderboard/update", json=body, headers=SERVICE_AUTH)
+    assert_error(resp, 409, "competition_closed")
+
+
+async def test_twenty_concurrent_calls_make_one_ledger(
+    client: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    await setup_field(client, "race", {"a": 300, "b": 200, "c": 100}, prize_pool_cents=999)
+    app_clock(client).at = AFTER_GRACE
+    answers = await asyncio.gather(*(distribute(client, "race") for _ in range(20)))
+    assert {r.status_code for r in answers} == {200}
+    bodies = [r.json()["data"] for r in answers]
+    assert all(b == bodies[0] for b in bodies)
+    assert sum(x["amount_cents"] for x in bodies[0]["lines"]) == 999
+    assert await ctx.r.xlen(ctx.keys.outbox("race")) == 3
+
+
+async def test_no_prizes_refund_every_fee(client: httpx.AsyncClient) -> None:
+    await setup_field(client, "short", {"a": 100, "b": 0}, min_participants=3, entry_fee_cents=700)
+    app_clock(client).at = AFTER_GRACE
+    data = (await distribute(client, "short")).json()["data"]
+    assert (data["outcome"], data["refund_reason"], data["pool_cents"]) == (
+        "refunds", "below_min_participants", 0,
+    )  # fmt: skip
+    assert [(x["kind"], x["user_id"], x["amount_cents"]) for x in data["lines"]] == [
+        ("refund", "a", 700), ("refund", "b", 700),
+    ]  # fmt: skip
+
+
+async def test_a_crash_before_or_after_the_write_leaves_one_ledger(
+    client: httpx.AsyncClient, ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await setup_field(client, "crash", {"a": 300, "b": 200}, prize_pool_cents=500)
+    app_clock(client).at = AFTER_GRACE
+    real_finalize, real_closed = writes.finalize, competitions.closed
+
+    async def lost_before(*args: Any, **kwargs: Any) -> Any:
+        raise RedisConnectionError("connection lost before the script ran")
+
+    monkeypatch.setattr(writes, "finalize", lost_before)
+    assert_error(await distribute(client, "crash"), 503)
+    assert await ctx.r.exists(ctx.keys.ledger("crash")) == 0  # nothing written
+
+    async def dies_after(*args: Any, **kwargs: Any) -> Any:
+        raise RedisConnectionError("the process died after the ledger was written")
+
+    monkeypatch.setattr(writes, "finalize", real_finalize)
+    monkeypatch.setattr(competitions, "closed", dies_after)
+    assert_error(await distribute(client, "crash"), 503)
+    assert await ctx.r.xlen(ctx.keys.outbox("crash")) == 2  # written whole
+
+    monkeypatch.setattr(competitions, "closed", real_closed)
+    data = (await distribute(client, "crash")).json()["data"]
+    assert [x["amount_cents"] for x in data["lines"]] == [333, 167]
+    assert await ctx.r.xlen(ctx.keys.outbox("crash")) == 2
+    listed = await client.get(f"{API}/competitions?status=finalized", headers=auth("org"))
+    assert "crash" in {c["id"] for c in listed.json()["data"]["items"]}
+
+
+async def test_who_may_distribute(client: httpx.AsyncClient) -> None:
+    await setup_field(client, "who", {"a": 100}, prize_pool_cents=100)
+    await setup_field(client, "gone", {"b": 100})
+    app_clock(client).at = AFTER_GRACE
+    assert_error(await distribute(client, "who", "a"), 403, "not_organizer")
+    assert_error(await distribute(client, "who", "stranger"), 404, "competition_not_found")
+    assert_error(await client.post(f"{API}/prizes/distribute/who"), 401)
+    assert_error(await distribute(client, "nope"), 404, "competition_not_found")
+    resp = await client.post(
+        f"{API}/competitions/gone/cancel", json={"reason": "rain"}, headers=SERVICE_AUTH
+    )
+    assert resp.status_code == 200, resp.text
+    assert_error(await distribute(client, "gone"), 409, "competition_cancelled")
