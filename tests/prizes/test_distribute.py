@@ -140,3 +140,48 @@ async def test_who_may_distribute(client: httpx.AsyncClient) -> None:
     )
     assert resp.status_code == 200, resp.text
     assert_error(await distribute(client, "gone"), 409, "competition_cancelled")
+
+
+async def test_a_cancel_refunds_every_fee_once(client: httpx.AsyncClient, ctx: AppContext) -> None:
+    await setup_field(client, "off", {"a": 100, "b": 50, "c": 0}, entry_fee_cents=1500)
+    resp = await client.post(f"{API}/competitions/off/leave", headers=auth("c"))
+    assert resp.status_code == 200, resp.text  # left: owes nothing, gets nothing back
+    resp = await client.post(
+        f"{API}/competitions/off/cancel", json={"reason": "venue"}, headers=auth("org")
+    )
+    assert resp.status_code == 200, resp.text
+    again = await client.post(f"{API}/competitions/off/cancel", headers=auth("org"))
+    assert_error(again, 409, "competition_closed")
+    assert await ctx.r.xlen(ctx.keys.outbox("off")) == 2
+    for user in ("a", "b"):
+        data = (await client.get(f"{API}/prizes/history/{user}", headers=auth(user))).json()
+        assert [
+            (x["kind"], x["amount"], x["reason"], x["status"]) for x in data["data"]["items"]
+        ] == [("refund", "15.00", "cancelled", "pending")]
+    assert (await client.get(f"{API}/prizes/history/c", headers=auth("c"))).json()["data"][
+        "count"
+    ] == 0
+
+
+async def test_history_shows_prizes_and_refunds_newest_first(client: httpx.AsyncClient) -> None:
+    await setup_field(client, "h1", {"hana": 500, "ivo": 100}, prize_pool_cents=1000)
+    await setup_field(client, "h2", {"hana": 500}, min_participants=2, entry_fee_cents=300)
+    clock = app_clock(client)
+    clock.at = at(2026, 12, 5)
+    assert (await distribute(client, "h1")).status_code == 200
+    clock.at = at(2026, 12, 6)
+    assert (await distribute(client, "h2")).status_code == 200
+    resp = await client.get(f"{API}/prizes/history/hana", headers=auth("hana"))
+    items = resp.json()["data"]["items"]
+    assert [(x["competition_id"], x["kind"], x["amount_cents"]) for x in items] == [
+        ("h2", "refund", 300), ("h1", "prize", 667),
+    ]  # fmt: skip
+    assert items[1]["rank"] == 1 and items[1]["outcome"] == "prizes"
+    # Self or the service role only.
+    ok = await client.get(f"{API}/prizes/history/hana", headers=SERVICE_AUTH)
+    assert ok.json()["data"]["count"] == 2
+    assert_error(await client.get(f"{API}/prizes/history/hana", headers=auth("ivo")), 403)
+    assert_error(await client.get(f"{API}/prizes/history/hana"), 401)
+    assert_error(await client.get(f"{API}/prizes/history/bad:id", headers=SERVICE_AUTH), 422)
+    nobody = await client.get(f"{API}/prizes/history/nobody", headers=SERVICE_AUTH)
+    assert nobody.json()["data"] == {"user_id": "nobody", "items": [], "count": 0}

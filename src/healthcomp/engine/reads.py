@@ -191,6 +191,24 @@ async def ledger(ctx: AppContext, cid: str) -> tuple[Any, list[Any]] | None:
     return orjson.loads(summary), [orjson.loads(line) for line in raw.values()]
 
 
+async def payouts_of(
+    ctx: AppContext, user_id: str, ids: list[str]
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The user's lines in the ledgers of these competitions (a prize, a refund), each
+    with its ledger's summary; one pipelined read."""
+    pipe = ctx.r.pipeline(transaction=False)
+    for cid in ids:
+        line_ids = [f"{cid}:prize:{user_id}", f"{cid}:refund:{user_id}"]
+        pipe.hmget(ctx.keys.ledger(cid), ["summary", *line_ids])
+    out: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for summary, *lines in await pipe.execute():
+        if summary is None:
+            continue
+        parsed = orjson.loads(summary)
+        out.extend((parsed, orjson.loads(line)) for line in lines if line is not None)
+    return out
+
+
 async def fees_by_participant(ctx: AppContext, cid: str) -> dict[str, int]:
     """The entry fee each active participation owes (for refunds)."""
     raw = cast(dict[str, str], await ctx.r.hgetall(ctx.keys.participations(cid)))

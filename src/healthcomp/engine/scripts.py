@@ -398,21 +398,49 @@ return {OK, e.sc, rank, prev_rank, cjson.encode(before), cjson.encode(after), ve
 """,
 )
 
-# KEYS: meta, audit, ev; ARGV: cid, actor, is_service, now, reason
+# KEYS: meta, audit, ev, parts, ledger, outbox
+# ARGV: cid, actor, is_service, now, reason, now as RFC 3339
 # -> {OK, event_id} | {NO_COMPETITION} | {CLOSED} | {ENDED}
-# An organizer cancels before the end; the service role until finalization.
+# An organizer cancels before the end; the service role until finalization. With the
+# cancel, all at once: every entry fee an active participation owes goes back, as a
+# ledger of refunds and their outbox entries (as a distribution's; engine.finalize).
 CANCEL = Lua(
     "engine.cancel",
     PRELUDE
     + """
-local m, err = open_meta(KEYS[1], 'ends_ms')
+local m, err = open_meta(KEYS[1], 'ends_ms', 'doc')
 if not m then return {err} end
-local now = tonumber(ARGV[4])
+local cid, now = ARGV[1], tonumber(ARGV[4])
 if ARGV[3] ~= '1' and now >= tonumber(m[2]) then return {ENDED} end
 redis.call('HSET', KEYS[1], 'state', 'cancelled', 'cancelled_ms', fmt(now))
-local ver = emit(KEYS[1], KEYS[3], {type = 'cancelled', competition_id = ARGV[1], at = now})
+local ver = emit(KEYS[1], KEYS[3], {type = 'cancelled', competition_id = cid, at = now})
 redis.call('RPUSH', KEYS[2], cjson.encode({at = now, by = ARGV[2], action = 'cancel',
   reason = ARGV[5], event_id = ver}))
+local doc = cjson.decode(m[3])
+local currency = doc.currency or 'USD'
+local total, active, all = 0, 0, redis.call('HGETALL', KEYS[4])
+for i = 1, #all, 2 do
+  local p = cjson.decode(all[i + 1])
+  if p.state == 'active' then
+    active = active + 1
+    local fee = p.fee_cents or 0
+    if fee > 0 then
+      total = total + fee
+      local line = cjson.encode({id = cid .. ':refund:' .. all[i], kind = 'refund',
+        user_id = all[i], user_name = cjson.null, rank = cjson.null, places = cjson.null,
+        amount_cents = fee, currency = currency, reason = 'cancelled', status = 'pending'})
+      redis.call('HSET', KEYS[5], cid .. ':refund:' .. all[i], line)
+      redis.call('XADD', KEYS[6], '*', 'p', line)
+    end
+  end
+end
+local payout = doc.payout or {}
+redis.call('HSET', KEYS[5], 'summary', cjson.encode({competition_id = cid,
+  currency = currency, pool_cents = 0, prize_pool_cents = doc.prize_pool_cents or 0,
+  entry_fees_cents = total, rake_cents = 0, scheme = payout.scheme or 'top_n',
+  percentages = payout.percentages or cjson.null, participants = active,
+  outcome = 'refunds', refund_reason = 'cancelled', event_id = ver,
+  finalized_at = ARGV[6]}))
 return {OK, ver}
 """,
 )

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisClusterException, RedisError
 
+from healthcomp.core.clock import from_ms
 from healthcomp.core.context import AppContext
 from healthcomp.engine import scripts
 from healthcomp.engine.codes import Reply
@@ -107,8 +108,16 @@ async def cancel(
     ctx: AppContext, cid: str, *, actor: str, is_service: bool, now_ms: int, reason: str
 ) -> Reply:
     k = ctx.keys
-    keys = [k.meta(cid), k.audit(cid), k.events(cid)]
-    res = await scripts.CANCEL(ctx, keys, [cid, actor, "1" if is_service else "0", now_ms, reason])
+    keys = [
+        k.meta(cid),
+        k.audit(cid),
+        k.events(cid),
+        k.participations(cid),
+        k.ledger(cid),
+        k.outbox(cid),
+    ]
+    args = [cid, actor, "1" if is_service else "0", now_ms, reason, from_ms(now_ms)]
+    res = await scripts.CANCEL(ctx, keys, args)
     return Reply(int(res[0]))
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Path
 
 from healthcomp.competitions.access import MemberOf, OrganizerOf
-from healthcomp.core.deps import Ctx
+from healthcomp.core.deps import Ctx, CurrentPrincipal
+from healthcomp.core.keys import ID_PATTERN
 from healthcomp.core.responses import Envelope, JSONBytes, ok
 from healthcomp.prizes import service
-from healthcomp.prizes.schemas import CalculateBody, Calculation, Ledger
+from healthcomp.prizes.schemas import CalculateBody, Calculation, History, Ledger
 
 router = APIRouter(prefix="/prizes", tags=["prizes"])
 
@@ -52,3 +53,23 @@ async def calculate(
 )
 async def distribute(ctx: Ctx, stored: OrganizerOf) -> JSONBytes:
     return ok(await service.distribute(ctx, stored), "Prizes distributed.")
+
+
+@router.get(
+    "/history/{user_id}",
+    response_model=Envelope[History],
+    summary="A user's prizes and refunds across competitions (self, service)",
+    description=(
+        "Every line about the user in the ledgers of their competitions: prizes from "
+        "distributions, entry fees refunded by a distribution without prizes or by a "
+        "cancel, each with its status (`pending` until a payment worker marks it). Newest "
+        "first."
+    ),
+)
+async def history(
+    ctx: Ctx,
+    principal: CurrentPrincipal,
+    user_id: Annotated[str, Path(pattern=ID_PATTERN)],
+) -> JSONBytes:
+    principal.require_self_or_service(user_id)
+    return ok(await service.history(ctx, user_id))

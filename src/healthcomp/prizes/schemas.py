@@ -86,3 +86,15 @@ class Ledger(BaseModel):
     finalized_at: str
     lines: list[LedgerLine]
     final: bool
+
+
+class HistoryItem(LedgerLine):
+    competition_id: str
+    finalized_at: str = Field(description="When the ledger was written (distribution or cancel)")
+    outcome: Literal["prizes", "refunds"]
+
+
+class History(BaseModel):
+    user_id: str
+    items: list[HistoryItem]
+    count: int

@@ -173,15 +173,16 @@ async def distribute(ctx: AppContext, stored: Stored) -> dict[str, Any]:
         current = await repo.load(ctx, cid)
         if current is None:
             raise not_found(cid)
+        if current.state == "cancelled":
+            raise Conflict(
+                "The competition was cancelled: its entry fees are refunded (the cancel wrote "
+                "their ledger), no prizes are paid.",
+                error="competition_cancelled",
+            )
         if kept is not None:
             # Written, maybe by a call that failed after it: what follows is idempotent.
             await competitions.closed(ctx, current, "finalized", ctx.clock.now())
             return ledger_view(*kept)
-        if current.state == "cancelled":
-            raise Conflict(
-                "The competition was cancelled: its entry fees are refunded, no prizes are paid.",
-                error="competition_cancelled",
-            )
         now = ctx.clock.now()
         if now < current.deadline:
             raise Conflict(
@@ -278,6 +279,7 @@ def ledger_view(summary: dict[str, Any], lines: list[dict[str, Any]]) -> dict[st
     )
     return {
         **summary,
+        "percentages": [str(x) for x in summary.get("percentages") or []],
         "amount": display_amount(int(summary["pool_cents"]), currency),
         "lines": [
             line | {"amount": display_amount(int(line["amount_cents"]), currency)}
@@ -285,3 +287,22 @@ def ledger_view(summary: dict[str, Any], lines: list[dict[str, Any]]) -> dict[st
         ],
         "final": True,
     }
+
+
+async def history(ctx: AppContext, user_id: str) -> dict[str, Any]:
+    """The user's prizes and refunds across their competitions, newest first."""
+    ids = await reads.competitions_of(ctx, user_id)
+    items = []
+    for summary, line in await reads.payouts_of(ctx, user_id, ids):
+        currency = str(line["currency"])
+        items.append(
+            {
+                "competition_id": summary["competition_id"],
+                "finalized_at": summary["finalized_at"],
+                "outcome": summary["outcome"],
+                **line,
+                "amount": display_amount(int(line["amount_cents"]), currency),
+            }
+        )
+    items.sort(key=lambda x: (str(x["finalized_at"]), str(x["id"])), reverse=True)
+    return {"user_id": user_id, "items": items, "count": len(items)}
