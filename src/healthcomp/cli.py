@@ -162,6 +162,27 @@ def _granian(settings: Settings) -> None:
     ).serve()
 
 
+def cmd_payouts(args: argparse.Namespace) -> int:
+    """The example payment worker (healthcomp.prizes.worker)."""
+    import asyncio
+
+    from healthcomp.prizes import worker
+
+    settings = _settings(args)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(message)s")
+    totals = asyncio.run(
+        worker.run_standalone(
+            settings,
+            provider=args.provider,
+            consumer=args.consumer,
+            once=args.once,
+            interval=args.interval,
+        )
+    )
+    print(", ".join(f"{n} {what}" for what, n in sorted(totals.items())) or "nothing to pay")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from healthcomp.demo import seed_demo_sync
 
@@ -192,6 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=7 * 24 * 3600, help="seconds (default 7 days)")
     token.add_argument("--data-dir", dest="data_dir", type=Path)
     token.set_defaults(func=cmd_token)
+
+    payouts = sub.add_parser(
+        "payouts", help="the example payment worker: pay what the payout outboxes hold"
+    )
+    payouts.add_argument("--once", action="store_true", help="one pass, then exit")
+    payouts.add_argument("--interval", type=float, default=5.0, help="seconds between passes")
+    payouts.add_argument("--consumer", default="worker-1", help="this worker's name in the group")
+    payouts.add_argument(
+        "--provider", help="module:function paying a line (default: the demo, which pays nobody)"
+    )
+    payouts.add_argument("--data-dir", dest="data_dir", type=Path)
+    payouts.set_defaults(func=cmd_payouts)
 
     demo = sub.add_parser("demo", help="seed the demo competition and print a token")
     demo.add_argument("--data-dir", dest="data_dir", type=Path)

@@ -128,6 +128,12 @@ async def page(
     return int(res[0]), items
 
 
+async def ids(ctx: AppContext, name: str) -> list[str]:
+    """Every competition of one listing (`all:finalized`, `all:cancelled`, …), for jobs
+    that visit them all (the payment worker); closed listings do not move with time."""
+    return [str(cid) for cid in await ctx.r.zrange(ctx.keys.index(name), 0, -1)]
+
+
 async def scores(ctx: AppContext, ids: list[str], name: str) -> dict[str, float]:
     """Each competition's sort score in the listing `name`, from the indexed times."""
     if not ids:

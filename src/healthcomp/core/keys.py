@@ -61,6 +61,7 @@ SCHEMA: tuple[KeySpec, ...] = (
     KeySpec("P:lease:L", "string", "engine", "a background job's lease (sweep, recount), so one process runs it at a time"),
     KeySpec("P:rl:user:U, P:rl:ip:A", "string", "core", "rate-limit state (GCRA arrival time, µs), expires when idle"),
     KeySpec("P:health", "string", "health", "the readiness probe's write"),
+    KeySpec("P:payouts:demo", "hash", "prizes", "the example payment worker's pretend provider: idempotency key (payout id) → payment reference"),
 )  # fmt: skip
 
 
@@ -166,6 +167,9 @@ class Keys:
         """`times`, `asof`, or `<all|pub>:<created|upcoming|active|ended|cancelled|finalized>`."""
         assert name in _INDEXES, name
         return f"{self.prefix}:{{ix}}:{name}"
+
+    def demo_payments(self) -> str:
+        return f"{self.prefix}:payouts:demo"
 
     def recounts(self) -> str:
         return f"{self.prefix}:recounts"

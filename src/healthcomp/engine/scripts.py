@@ -696,6 +696,24 @@ return {OK, ver}
 """,
 )
 
+# KEYS: ledger; ARGV: line id, status (paid | failed), reference, settled at (RFC 3339)
+# -> {OK, status before} | {NOT_FOUND}
+# A payment's result on its ledger line, once: a line no longer `pending` keeps what it
+# says (a worker run again, or a result that came twice).
+SETTLE_PAYOUT = Lua(
+    "engine.settle_payout",
+    PRELUDE
+    + """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return {NOT_FOUND} end
+local line = cjson.decode(raw)
+if line.status ~= 'pending' then return {OK, line.status} end
+line.status, line.payment_ref, line.settled_at = ARGV[2], ARGV[3], ARGV[4]
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(line))
+return {OK, 'pending'}
+""",
+)
+
 # KEYS: meta, lb, parts, names; ARGV: 'places', k | 'qualifiers', min score
 # -> {OK, state, version, fees owed, participants, n, n x (user, score, reached ms, name)}
 #    | {NO_COMPETITION}

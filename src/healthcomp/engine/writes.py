@@ -153,6 +153,45 @@ async def finalize(
     return Reply(int(res[0]))
 
 
+PAYOUT_GROUP = "payouts"  # the outboxes' consumer group
+
+
+@dataclass(frozen=True)
+class Payout:
+    entry_id: str  # in the competition's outbox
+    line: dict[str, Any]
+
+
+async def claim_payouts(ctx: AppContext, cid: str, consumer: str, count: int = 100) -> list[Payout]:
+    """Payouts of the competition's outbox for `consumer`: first those it was given
+    before and never acknowledged (a worker that died part-way), then new ones."""
+    key = ctx.keys.outbox(cid)
+    try:
+        await ctx.r.xgroup_create(key, PAYOUT_GROUP, id="0", mkstream=True)
+    except RedisError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+    for start in ("0", ">"):
+        reply: Any = await ctx.r.xreadgroup(PAYOUT_GROUP, consumer, {key: start}, count=count)
+        entries = [e for _, items in reply or [] for e in items if e[1]]
+        if entries:
+            return [Payout(str(eid), orjson.loads(fields["p"])) for eid, fields in entries]
+    return []
+
+
+async def settle_payout(
+    ctx: AppContext, cid: str, payout: Payout, status: str, reference: str, at: str
+) -> str:
+    """Record a payment's result on its ledger line (once), then acknowledge the outbox
+    entry. The line's status before: `pending`, or what an earlier run recorded."""
+    res = await scripts.SETTLE_PAYOUT(
+        ctx, [ctx.keys.ledger(cid)], [payout.line["id"], status, reference, at]
+    )
+    before = str(res[1]) if Reply(int(res[0])) is Reply.OK else "missing"
+    await ctx.r.xack(ctx.keys.outbox(cid), PAYOUT_GROUP, payout.entry_id)
+    return before
+
+
 # --- participations ------------------------------------------------------------------
 
 

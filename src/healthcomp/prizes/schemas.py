@@ -67,6 +67,10 @@ class LedgerLine(BaseModel):
     currency: str
     reason: str = Field(description="`place 1`, `places 2-3`, or why the fee is refunded")
     status: Literal["pending", "paid", "failed", "nothing_to_pay"]
+    payment_ref: str | None = Field(
+        None, description="The provider's reference, or why it failed (set by the worker)"
+    )
+    settled_at: str | None = Field(None, description="When the worker recorded the result")
 
 
 class Ledger(BaseModel):
