@@ -101,6 +101,11 @@ INVALID_BODIES: list[tuple[str, dict[str, Any], set[str]]] = [
         {"payout": {"scheme": "top_n", "percentages": [50, 30, 10]}},
         {"payout", "payout.percentages", "payout.top_n.percentages"},
     ),
+    (
+        "percentages growing down the places",
+        {"payout": {"scheme": "top_n", "percentages": [30, 70]}},
+        {"payout", "payout.percentages", "payout.top_n.percentages"},
+    ),
     ("id with space", {"id": "a b"}, {"id"}),
     ("id too long", {"id": "a" * 65}, {"id"}),
     ("id with colon", {"id": "x:{c:y}"}, {"id"}),

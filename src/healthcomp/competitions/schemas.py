@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -45,6 +46,9 @@ class TopN(BaseModel):
             raise ValueError("percentages have at most 2 decimal places")
         if sum(value) != 100:
             raise ValueError(f"percentages must add up to 100, not {sum(value)}")
+        if any(later > earlier for earlier, later in itertools.pairwise(value)):
+            # A worse place never gets more (docs/PRIZES.md).
+            raise ValueError("percentages must not grow down the places")
         return value
 
 
