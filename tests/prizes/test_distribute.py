@@ -11,7 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from healthcomp.competitions import service as competitions
 from healthcomp.core.context import AppContext
-from healthcomp.engine import writes
+from healthcomp.engine import reads, writes
 from tests.conftest import SERVICE_AUTH, assert_error, auth
 from tests.domain.helpers import API, app_clock, at, create_comp, join, rec, sync
 
@@ -62,6 +62,9 @@ async def test_the_ledger_is_written_once_and_the_competition_finalized(
     assert again.json()["data"] == data and await ctx.r.xlen(ctx.keys.outbox("final")) == 3
     competition = (await client.get(f"{API}/competitions/final", headers=auth("a"))).json()
     assert competition["data"]["status"] == "finalized"
+    # The board's last event says so (the WebSocket's competition_finalized).
+    last = (await reads.events_since(ctx, "final", data["event_id"]))[-1].data
+    assert (last["type"], last["outcome"], last["pool_cents"]) == ("finalized", "prizes", 10000)
     # The board is frozen: a sync is stored but moves nothing; no score write applies.
     before = (await client.get(f"{API}/leaderboard/final", headers=auth("a"))).json()["data"]
     await sync(client, "d", rec(DAY, 99999))
