@@ -8,7 +8,6 @@ scores tie.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from datetime import timedelta
 
@@ -18,12 +17,9 @@ from healthcomp.competitions import repo as competitions_repo
 from healthcomp.competitions import service as competitions
 from healthcomp.competitions.schemas import CompetitionCreate
 from healthcomp.core.auth import SERVICE, Authenticator, Principal, mint_token
-from healthcomp.core.clock import Clock
 from healthcomp.core.context import AppContext
-from healthcomp.core.embedded import EmbeddedRedis, start_or_share
-from healthcomp.core.keys import Keys
-from healthcomp.core.redis import RedisHandle, create_client
 from healthcomp.core.settings import Settings
+from healthcomp.core.standalone import standalone
 
 DEMO_ID = "demo-steps"
 DEMO_USER = "demo-alex"
@@ -139,32 +135,14 @@ async def seed(ctx: AppContext, *, participants: int = 50) -> bool:
     return True
 
 
-async def _seed_with(settings: Settings, url: str) -> bool:
-    handle = RedisHandle(create_client(url, settings), "embedded", url)
-    ctx = AppContext(
-        settings=settings,
-        redis=handle,
-        keys=Keys(settings.key_prefix),
-        auth=Authenticator(settings),
-        clock=Clock(),
-    )
-    try:
+async def _seed_standalone(settings: Settings) -> bool:
+    async with standalone(settings) as ctx:
         return await seed(ctx)
-    finally:
-        await handle.close()
 
 
 def seed_demo_sync(settings: Settings, *, print_token: bool = False) -> None:
     """Seed (first time only) and print a token and a curl line."""
-    embedded: EmbeddedRedis | None = None
-    url = settings.redis_url or os.environ.get("HC_EMBEDDED_URL")
-    if not url:
-        url, embedded = start_or_share(settings.data_dir, fsync=settings.embedded_fsync)
-    try:
-        created = asyncio.run(_seed_with(settings, url))
-    finally:
-        if embedded is not None:
-            embedded.stop()
+    created = asyncio.run(_seed_standalone(settings))
     if not print_token:
         return
     secret = settings.supabase_jwt_secret or Authenticator(settings).secret

@@ -23,20 +23,16 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import os
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from healthcomp.competitions import index
-from healthcomp.core.auth import Authenticator
 from healthcomp.core.clock import rfc3339
 from healthcomp.core.context import AppContext
-from healthcomp.core.embedded import EMBEDDED_URL_ENV, start_or_share
-from healthcomp.core.keys import Keys
-from healthcomp.core.redis import RedisHandle, create_client, is_cluster_url
 from healthcomp.core.settings import Settings
+from healthcomp.core.standalone import standalone
 from healthcomp.engine import writes
 
 log = logging.getLogger("healthcomp.payouts")
@@ -103,24 +99,7 @@ async def run(
 async def run_standalone(
     settings: Settings, *, provider: str | None, consumer: str, once: bool, interval: float
 ) -> Counter[str]:
-    """The worker in a process of its own, on the service's Redis (`REDIS_URL`, or the
-    embedded server of the data directory, started or shared)."""
-    url = settings.redis_url or os.environ.get(EMBEDDED_URL_ENV)
-    embedded = None
-    if not url:
-        url, embedded = start_or_share(settings.data_dir, fsync=settings.embedded_fsync)
-    mode = "cluster" if is_cluster_url(url) else "external"
-    handle = RedisHandle(create_client(url, settings), mode, url)
-    ctx = AppContext(
-        settings=settings,
-        redis=handle,
-        keys=Keys(settings.key_prefix),
-        auth=Authenticator(settings),  # unused here; the same settings as the service
-    )
-    try:
+    """The worker in a process of its own, on the service's Redis."""
+    async with standalone(settings) as ctx:
         pay = load_provider(provider) if provider else demo_provider(ctx)
         return await run(ctx, pay, consumer=consumer, once=once, interval=interval)
-    finally:
-        await handle.close()
-        if embedded is not None:
-            embedded.stop()
