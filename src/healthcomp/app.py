@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,19 +17,16 @@ from healthcomp.competitions.routes import router as competitions_router
 from healthcomp.core.auth import Authenticator
 from healthcomp.core.clock import Clock
 from healthcomp.core.context import AppContext
-from healthcomp.core.embedded import EMBEDDED_URL_ENV, EmbeddedRedis, start_or_share
 from healthcomp.core.errors import install_error_handlers
 from healthcomp.core.keys import Keys
 from healthcomp.core.middleware import BodyLimit, Deadline
 from healthcomp.core.openapi import install_openapi
 from healthcomp.core.ratelimit import UserBudgets
 from healthcomp.core.redis import (
-    RedisHandle,
-    create_client,
-    is_cluster_url,
     warn_if_not_persistent,
 )
 from healthcomp.core.settings import Settings, get_settings
+from healthcomp.core.standalone import connect
 from healthcomp.engine import sweep
 from healthcomp.health.routes import router as health_router
 from healthcomp.leaderboard.routes import router as leaderboard_router
@@ -42,19 +38,6 @@ from healthcomp.users.routes import router as users_router
 log = logging.getLogger("healthcomp")
 
 
-def _connect(settings: Settings) -> tuple[RedisHandle, EmbeddedRedis | None]:
-    embedded: EmbeddedRedis | None = None
-    if settings.redis_url:
-        url = settings.redis_url
-        mode = "cluster" if is_cluster_url(url) else "external"
-    elif os.environ.get(EMBEDDED_URL_ENV):
-        url, mode = os.environ[EMBEDDED_URL_ENV], "embedded"
-    else:
-        url, embedded = start_or_share(settings.data_dir, fsync=settings.embedded_fsync)
-        mode = "embedded"
-    return RedisHandle(create_client(url, settings), mode, url), embedded
-
-
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or get_settings()
     # Fails before anything starts when production has no way to verify tokens.
@@ -62,7 +45,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        handle, embedded = _connect(settings)
+        handle, embedded = connect(settings)
         ctx = AppContext(
             settings=settings,
             redis=handle,
@@ -150,7 +133,7 @@ class Served:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"].startswith(live.PATH_PREFIX):
+        if live.takes(scope):
             await live.serve(self.app.state.ctx, scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -57,7 +57,7 @@ class Lean:
             elif method == "POST" and path == SYNC_PATH:
                 await self._sync(scope, receive, send)
                 return
-        elif scope["type"] == "websocket" and scope["path"].startswith(live.PATH_PREFIX):
+        elif live.takes(scope):  # when the FastAPI app is served as is (not app.Served)
             await live.serve(scope["app"].state.ctx, scope, receive, send)
             return
         await self.app(scope, receive, send)

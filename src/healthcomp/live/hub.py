@@ -8,9 +8,10 @@ see every id once and in order. After a reconnect every room reads what it misse
 same way.
 
 Cost. A competition with no client in this process has no room and no subscription.
-An event is encoded once per room; a `rank_change` only for users connected here. A
-client's pump sends from the room's last `ws_max_lag` events; a client further behind
-(a slow socket, a long resume) is sent a fresh snapshot instead. A send that makes no
+An event is encoded once per room; a `rank_change` only when a client it concerns
+needs it. A client that keeps up is written to from the room's wake-up; its pump
+sends the rest from the room's last `ws_max_lag` events; a client further behind (a
+slow socket, a long resume) is sent a fresh snapshot instead. A send that makes no
 progress for `ws_send_timeout_seconds` closes that client with 1013.
 """
 
@@ -21,7 +22,7 @@ import contextlib
 import logging
 import re
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Coroutine
 from itertools import islice
 from typing import Any
@@ -42,10 +43,6 @@ _BOARD_READER = Principal(role=SERVICE, user_id=None)
 SUBSCRIBE_TIMEOUT = 5.0
 CATCH_UP_CHUNK = 200  # events read from a stream at once for one client
 PULSE_SLICE = 500  # clients written to in one turn of the event loop (a few ms)
-
-# Hubs of this process (one per app), so the server can close their sockets with 1001
-# before it shuts connections down itself.
-HUBS: set[Hub] = set()
 
 
 class Closing(Exception):
@@ -95,15 +92,17 @@ class Delivered(Out):
         # Whoever left the board: their own access is checked again.
         self.leaver: str | None = data.get("user_id") if data.get("type") == "leave" else None
 
-    def personal(self, user: str) -> Out | None:
-        if user not in self.concerns:
-            return None
+    def outs(self, user: str | None) -> list[Out]:
+        """What one client gets for this event: the frame, and its own rank_change."""
+        if user is None or user not in self.concerns:
+            return [self]
         if self._personal is None:
             assert self._data is not None
             made = frames.personal_frames(self._data)
             self._personal = {u: Out(text) for u, text in made.items()}
             self._data = None
-        return self._personal.get(user)
+        personal = self._personal.get(user)
+        return [self] if personal is None else [self, personal]
 
 
 Write = tuple[Callable[[bytes], bool], Callable[[], Coroutine[Any, Any, Any]]]
@@ -198,15 +197,9 @@ class Client:
                 return False
             user = self.user_id
             for ev in events:
-                if user is not None:
-                    if ev.leaver == user:
-                        return False
-                    parts.append(ev.wire)
-                    personal = ev.personal(user)
-                    if personal is not None:
-                        parts.append(personal.wire)
-                else:
-                    parts.append(ev.wire)
+                if user is not None and ev.leaver == user:
+                    return False  # the pump sends it, then checks the access again
+                parts.extend(out.wire for out in ev.outs(user))
             cursor = room.last
         board = room.boards.get(self.limit)
         board_sent = self.board_sent
@@ -288,13 +281,10 @@ class Client:
         for ev in events:
             if ev.event_id != self.cursor + 1:
                 continue
-            await self._send(ev)
-            if user is not None:
-                personal = ev.personal(user)
-                if personal is not None:
-                    await self._send(personal)
-                if ev.leaver == user:
-                    self.recheck = True
+            for out in ev.outs(user):
+                await self._send(out)
+            if user is not None and ev.leaver == user:
+                self.recheck = True
             self.cursor = ev.event_id
             if self.closing is not None or self.replies or self.recheck:
                 break
@@ -323,7 +313,6 @@ class Room:
         self.cid = cid
         self.channel = reads.events_channel(hub.ctx, cid)
         self.clients: set[Client] = set()
-        self.members: Counter[str] = Counter()  # users connected here, by connections
         self.last = 0  # the last event id taken in order
         self.ring: deque[Delivered] = deque(maxlen=hub.ctx.settings.ws_max_lag)
         self.boards: dict[int, tuple[int, Out]] = {}  # limit -> (version, frame)
@@ -341,18 +330,11 @@ class Room:
 
     def add(self, client: Client) -> None:
         self.clients.add(client)
-        if client.user_id is not None:
-            self.members[client.user_id] += 1
         client.room = self
         client.beat = self.beat
 
     def remove(self, client: Client) -> None:
         self.clients.discard(client)
-        user = client.user_id
-        if user is not None:
-            self.members[user] -= 1
-            if self.members[user] <= 0:
-                del self.members[user]
 
     def pulse(self) -> None:
         """Give each idle client what it is owed: written at once where it can be, its
@@ -527,7 +509,6 @@ class Hub:
         self._none_left = asyncio.Event()
         self._none_left.set()
         self._beat: asyncio.Task[None] | None = None
-        HUBS.add(self)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` in the background; cancelled by `stop`."""
@@ -716,7 +697,6 @@ class Hub:
 
     async def stop(self) -> None:
         await self.close_all(1001, "server shutting down")
-        HUBS.discard(self)
         tasks = [t for t in (self._beat, *self.tasks) if t is not None]
         for link in self.links.values():
             tasks.extend(link.stop())

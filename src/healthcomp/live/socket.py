@@ -44,6 +44,11 @@ CLOSE_WAIT = 1.0  # seconds a close frame may wait for a socket that takes nothi
 POLICY, TRY_AGAIN, INTERNAL = 1008, 1013, 1011
 
 
+def takes(scope: Scope) -> bool:
+    """Whether this is a live leaderboard's WebSocket (`serve` answers it)."""
+    return scope["type"] == "websocket" and str(scope["path"]).startswith(PATH_PREFIX)
+
+
 def hub_of(ctx: AppContext) -> Hub:
     return ctx.service("hub", Hub)
 
