@@ -170,3 +170,9 @@ class PayoutInputs:
     fees_owed: int  # minor units: the entry fees of the active participations
     participants: int
     top: list[Contender]  # in board order
+
+
+def payout_id(cid: str, kind: str, user_id: str) -> str:
+    """A ledger line's id and its payment's idempotency key: `<competition>:<kind>:<user>`
+    (the cancel script writes its refunds' ids the same way)."""
+    return f"{cid}:{kind}:{user_id}"

@@ -19,6 +19,7 @@ from healthcomp.engine.model import (
     Recount,
     Standing,
     parse_event,
+    payout_id,
 )
 
 
@@ -198,7 +199,7 @@ async def payouts_of(
     with its ledger's summary; one pipelined read."""
     pipe = ctx.r.pipeline(transaction=False)
     for cid in ids:
-        line_ids = [f"{cid}:prize:{user_id}", f"{cid}:refund:{user_id}"]
+        line_ids = [payout_id(cid, kind, user_id) for kind in ("prize", "refund")]
         pipe.hmget(ctx.keys.ledger(cid), ["summary", *line_ids])
     out: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for summary, *lines in await pipe.execute():

@@ -426,6 +426,7 @@ for i = 1, #all, 2 do
     local fee = p.fee_cents or 0
     if fee > 0 then
       total = total + fee
+      -- The id as model.payout_id makes it.
       local line = cjson.encode({id = cid .. ':refund:' .. all[i], kind = 'refund',
         user_id = all[i], user_name = cjson.null, rank = cjson.null, places = cjson.null,
         amount_cents = fee, currency = currency, reason = 'cancelled', status = 'pending'})

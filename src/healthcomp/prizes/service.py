@@ -18,7 +18,7 @@ from healthcomp.core.errors import Conflict, ServiceUnavailable, ValidationFaile
 from healthcomp.core.money import display_amount, minor_exponent
 from healthcomp.engine import reads, writes
 from healthcomp.engine.codes import Reply
-from healthcomp.engine.model import PayoutInputs
+from healthcomp.engine.model import PayoutInputs, payout_id
 from healthcomp.prizes import allocate
 from healthcomp.prizes.allocate import Award, Entrant
 
@@ -113,48 +113,69 @@ def why_no_prizes(stored: Stored, found: PayoutInputs, winners: list[Award]) -> 
     return None
 
 
-async def calculate(ctx: AppContext, stored: Stored, prize_pool: Decimal | None) -> dict[str, Any]:
-    """What would be paid now, from the current standings; changes nothing."""
+@dataclass(frozen=True)
+class Outcome:
+    """What the current standings pay: the prizes, or why the fees go back instead."""
+
+    currency: str
+    found: PayoutInputs
+    pool: Pool
+    total: int  # the pool split (the competition's, or a previewed one)
+    winners: list[Award]
+    reason: str | None  # why refunds instead of prizes, or None
+    scheme: str
+    percentages: list[Any]
+
+    def name(self, user_id: str) -> str:
+        return next((c.name for c in self.found.top if c.user_id == user_id), user_id)
+
+
+async def work_out(ctx: AppContext, stored: Stored, prize_pool: Decimal | None = None) -> Outcome:
     currency = str(stored.doc.get("currency") or "USD")
     found = await inputs(ctx, stored)
     pool = Pool.of(stored, found.fees_owed)
     total = pool.total if prize_pool is None else pool_override(prize_pool, currency)
     winners = awards(stored, total, found)
-    reason = why_no_prizes(stored, found, winners)
-    names = {c.user_id: c.name for c in found.top}
-    prizes = [] if reason else [_prize_view(a, names, currency) for a in winners]
     scheme, percentages = _scheme(stored)
+    reason = why_no_prizes(stored, found, winners)
+    return Outcome(currency, found, pool, total, winners, reason, scheme, percentages)
+
+
+async def calculate(ctx: AppContext, stored: Stored, prize_pool: Decimal | None) -> dict[str, Any]:
+    """What would be paid now, from the current standings; changes nothing."""
+    out = await work_out(ctx, stored, prize_pool)
+    prizes = [] if out.reason else [_prize_view(a, out) for a in out.winners]
     return {
         "competition_id": stored.id,
-        "currency": currency,
-        "pool_cents": total,
-        "amount": display_amount(total, currency),
-        "prize_pool_cents": pool.base,
-        "entry_fees_cents": pool.fees,
-        "rake_cents": pool.rake,
+        "currency": out.currency,
+        "pool_cents": out.total,
+        "amount": display_amount(out.total, out.currency),
+        "prize_pool_cents": out.pool.base,
+        "entry_fees_cents": out.pool.fees,
+        "rake_cents": out.pool.rake,
         "pool_overridden": prize_pool is not None,
-        "scheme": scheme,
-        "percentages": [str(p) for p in percentages],
-        "participants": found.participants,
+        "scheme": out.scheme,
+        "percentages": [str(p) for p in out.percentages],
+        "participants": out.found.participants,
         "min_participants": int(stored.doc.get("min_participants") or 1),
-        "outcome": "refunds" if reason else "prizes",
-        "refund_reason": reason,
-        "refunds_cents": pool.fees if reason else 0,
+        "outcome": "refunds" if out.reason else "prizes",
+        "refund_reason": out.reason,
+        "refunds_cents": out.pool.fees if out.reason else 0,
         "prizes": prizes,
-        "event_id": found.version,
+        "event_id": out.found.version,
         "final": False,
     }
 
 
-def _prize_view(award: Award, names: dict[str, str], currency: str) -> dict[str, Any]:
+def _prize_view(award: Award, out: Outcome) -> dict[str, Any]:
     return {
         "user_id": award.user_id,
-        "user_name": names.get(award.user_id, award.user_id),
+        "user_name": out.name(award.user_id),
         "rank": award.rank,
         "places": [award.place_from, award.place_to],
         "amount_cents": award.cents,
-        "amount": display_amount(award.cents, currency),
-        "currency": currency,
+        "amount": display_amount(award.cents, out.currency),
+        "currency": out.currency,
         "status": "preview",
     }
 
@@ -215,21 +236,15 @@ async def distribute(ctx: AppContext, stored: Stored) -> dict[str, Any]:
 async def _ledger(
     ctx: AppContext, stored: Stored, now: Any
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    currency = str(stored.doc.get("currency") or "USD")
-    found = await inputs(ctx, stored)
-    pool = Pool.of(stored, found.fees_owed)
-    winners = awards(stored, pool.total, found)
-    reason = why_no_prizes(stored, found, winners)
-    scheme, percentages = _scheme(stored)
-    names = {c.user_id: c.name for c in found.top}
+    out = await work_out(ctx, stored)
     lines: list[dict[str, Any]] = []
-    if reason is None:
-        for award in winners:
+    if out.reason is None:
+        for award in out.winners:
             first, last = award.place_from, award.place_to
             lines.append(
-                _line(stored.id, "prize", award.user_id, award.cents, currency)
+                _line(stored.id, "prize", award.user_id, award.cents, out.currency)
                 | {
-                    "user_name": names.get(award.user_id, award.user_id),
+                    "user_name": out.name(award.user_id),
                     "rank": award.rank,
                     "places": [first, last],
                     "reason": f"place {first}" if first == last else f"places {first}-{last}",
@@ -240,22 +255,22 @@ async def _ledger(
         for user, cents in sorted(fees.items()):
             if cents > 0:
                 lines.append(
-                    _line(stored.id, "refund", user, cents, currency)
-                    | {"user_name": None, "rank": None, "places": None, "reason": reason}
+                    _line(stored.id, "refund", user, cents, out.currency)
+                    | {"user_name": None, "rank": None, "places": None, "reason": out.reason}
                 )
     summary = {
         "competition_id": stored.id,
-        "currency": currency,
-        "pool_cents": 0 if reason else pool.total,
-        "prize_pool_cents": pool.base,
-        "entry_fees_cents": pool.fees,
-        "rake_cents": 0 if reason else pool.rake,
-        "scheme": scheme,
-        "percentages": [str(p) for p in percentages],
-        "participants": found.participants,
-        "outcome": "refunds" if reason else "prizes",
-        "refund_reason": reason,
-        "event_id": found.version,
+        "currency": out.currency,
+        "pool_cents": 0 if out.reason else out.total,
+        "prize_pool_cents": out.pool.base,
+        "entry_fees_cents": out.pool.fees,
+        "rake_cents": 0 if out.reason else out.pool.rake,
+        "scheme": out.scheme,
+        "percentages": [str(p) for p in out.percentages],
+        "participants": out.found.participants,
+        "outcome": "refunds" if out.reason else "prizes",
+        "refund_reason": out.reason,
+        "event_id": out.found.version,
         "finalized_at": rfc3339(now),
     }
     return summary, lines
@@ -263,7 +278,7 @@ async def _ledger(
 
 def _line(cid: str, kind: str, user: str, cents: int, currency: str) -> dict[str, Any]:
     return {
-        "id": f"{cid}:{kind}:{user}",
+        "id": payout_id(cid, kind, user),
         "kind": kind,
         "user_id": user,
         "amount_cents": cents,
