@@ -138,6 +138,7 @@ async def test_who_may_distribute(client: httpx.AsyncClient) -> None:
     assert_error(await distribute(client, "who", "stranger"), 404, "competition_not_found")
     assert_error(await client.post(f"{API}/prizes/distribute/who"), 401)
     assert_error(await distribute(client, "nope"), 404, "competition_not_found")
+    assert_error(await distribute(client, "bad:id"), 422, "validation_error")
     resp = await client.post(
         f"{API}/competitions/gone/cancel", json={"reason": "rain"}, headers=SERVICE_AUTH
     )
