@@ -34,19 +34,25 @@ SCHEMA: tuple[KeySpec, ...] = (
     # --- one user: {u:U} -----------------------------------------------------------
     KeySpec("P:{u:U}:profile", "hash", "users", "display_name, avatar_url, email, created_at, updated_at"),
     KeySpec("P:{u:U}:rec", "hash", "engine", "`<day>|<source>` → `steps,distance,calories,active_minutes,synced_ms`: the latest cumulative total of that day from that source"),
-    KeySpec("P:{u:U}:eff", "hash", "engine", "`<day>` → JSON `{v:[s,d,c,a], src:[…], ver, t}`: the effective day (max per metric across sources), its version and last sync"),
+    KeySpec("P:{u:U}:eff", "hash", "engine", "`<day>` → JSON `{v:[s,d,c,a], src:[…], ver, t, f, fm}`: the effective day (max per metric across sources), its version, last sync, and its flags (bits, the user's typical values) when it has any"),
     KeySpec("P:{u:U}:cw", "hash", "engine", "`<competition>` → `start|end|deadline_ms|rules`: the windows of the user's competitions (with the rules version they come from); a sync picks its targets here"),
-    KeySpec("P:{u:U}:owed", "hash", "engine", "`<competition>|<day>` → `seq,ver,s,d,c,a,synced_ms`: a day still to push (snapshot of what to push); `<competition>|*` → ms: a back-fill owed by a join"),
+    KeySpec("P:{u:U}:owed", "hash", "engine", "`<competition>|<day>` → `seq,ver,s,d,c,a,synced_ms,flags,t1,t2,t3,t4`: a day still to push (snapshot of what to push); `<competition>|*` → ms: a back-fill owed by a join"),
     KeySpec("P:{u:U}:org", "zset", "competitions", "competition → its end (ms): the competitions the user organizes, to cap the open ones"),
     # --- one competition: {c:C} ----------------------------------------------------
     KeySpec("P:{c:C}:meta", "hash", "engine", "`doc` (the competition as JSON), `state` (open, cancelled, finalized), the scalar rules the scripts read, `ver` (board version = last event id), `clock` (last tie-order ms), `rules` (rules version)"),
     KeySpec("P:{c:C}:lb", "zset", "engine", "`<reached ms, 15 digits>:<user>` → -score: ascending order is rank order (higher score, then reached first, then user id)"),
-    KeySpec("P:{c:C}:entry", "hash", "engine", "participant → JSON `{t:[s,d,c,a], g, sc, r, m, ls, u, j}`: activity totals, goal days, score, tie time, board member, last sync, update, join"),
+    KeySpec("P:{c:C}:entry", "hash", "engine", "participant → JSON `{t:[s,d,c,a], g, q, sc, r, m, ls, u, j, dq}`: activity totals, goal days, sum of squares of the metric's days, score, tie time, board member, last sync, update, join, disqualified"),
     KeySpec("P:{c:C}:names", "hash", "engine", "participant → display name (copied from the profile, for one-trip pages)"),
     KeySpec("P:{c:C}:d:U", "hash", "engine", "`<day>` → `ver,s,d,c,a`: the days of participant U counted in this competition"),
     KeySpec("P:{c:C}:adj", "hash", "engine", "user → JSON `[s,d,c,a,goal_days]`: offsets of trusted writes; kept across leave and rejoin"),
-    KeySpec("P:{c:C}:parts", "hash", "engine", "user → JSON participation record: state (active, left), joined, left, joins, fee owed"),
-    KeySpec("P:{c:C}:audit", "list", "engine", "JSON audit records (trusted writes, cancels), oldest first"),
+    KeySpec("P:{c:C}:parts", "hash", "engine", "user → JSON participation record: state (active, left), joined, left, joins, fee owed, disqualified (when, by whom, why)"),
+    KeySpec("P:{c:C}:audit", "list", "engine", "JSON audit records (trusted writes, cancels, flag reviews, disqualifications), oldest first"),
+    KeySpec("P:{c:C}:dv", "zset", "engine", "the days' field: `<day>|<user>` → day number * 1000000 + the day's counted value of the metric (above zero only): each day's values in order, for medians and quartiles"),
+    KeySpec("P:{c:C}:agg", "hash", "engine", "`<day>` → the day's total of the metric over the field; `+<UTC day>` / `-<UTC day>` → joins / leaves that day"),
+    KeySpec("P:{c:C}:mv", "hash", "engine", "participant → `<hour>:<score>,…`: the score at the start of each hour of the last day in which it changed (movers)"),
+    KeySpec("P:{c:C}:x", "set", "engine", "`<user>|<day>`: days excluded from the participant's score by a review (kept across leave and rejoin)"),
+    KeySpec("P:{c:C}:fl", "hash", "engine", "flag id → JSON flag: user, day, kinds (with details), state (open, dismissed, excluded), value, review"),
+    KeySpec("P:{c:C}:fk", "hash", "engine", "`<user>|<day>` → flag id: one flag per participant and day"),
     KeySpec("P:{c:C}:ev", "stream", "engine", "board events, id `<event_id>-0`, field `e` = JSON event; bounded backlog; also the pub/sub channel each event is published on"),
     KeySpec("P:{c:C}:ledger", "hash", "engine", "the final payouts, written once with the finalization: `summary` → JSON (pool, outcome, scheme, the board version frozen); `<payout id>` → JSON line (kind prize or refund, user, rank, amount, currency, reason, status)"),
     KeySpec("P:{c:C}:outbox", "stream", "engine", "one entry per payout to make (field `p` = JSON), written with the ledger, for a payment worker"),
@@ -152,6 +158,24 @@ class Keys:
 
     def outbox(self, competition_id: str) -> str:
         return f"{self._c(competition_id)}:outbox"
+
+    def field(self, competition_id: str) -> str:
+        return f"{self._c(competition_id)}:dv"
+
+    def aggregates(self, competition_id: str) -> str:
+        return f"{self._c(competition_id)}:agg"
+
+    def movers(self, competition_id: str) -> str:
+        return f"{self._c(competition_id)}:mv"
+
+    def excluded(self, competition_id: str) -> str:
+        return f"{self._c(competition_id)}:x"
+
+    def flags(self, competition_id: str) -> str:
+        return f"{self._c(competition_id)}:fl"
+
+    def flag_index(self, competition_id: str) -> str:
+        return f"{self._c(competition_id)}:fk"
 
     def recount(self, competition_id: str) -> str:
         return f"{self._c(competition_id)}:rc"

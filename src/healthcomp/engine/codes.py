@@ -25,7 +25,8 @@ class Reply(IntEnum):
     NOT_RANKED = 12  # `around` names someone who is not on the board
     EXISTS = 13  # the id is taken
     NOT_MINE = 14  # a sync names a competition the user is not in
-    NOT_FOUND = 15  # no such ledger line
+    NOT_FOUND = 15  # no such ledger line, or flag
+    DISQUALIFIED = 16  # the participant is disqualified (no trusted write on the entry)
 
 
 def lua_constants() -> str:

@@ -23,6 +23,8 @@ class Push:
     ver: int
     values: tuple[int, int, int, int]
     synced_ms: int
+    flags: int = 0  # the day's user-side flags (engine/flags.py bits)
+    typical: tuple[int, int, int, int] = (0, 0, 0, 0)  # the user's medians, where looked at
 
     @property
     def field(self) -> str:
@@ -34,8 +36,11 @@ def parse_pushes(flat: Sequence[Any]) -> list[Push]:
     out: list[Push] = []
     for i in range(1, len(flat) - 1, 2):
         cid, day = str(flat[i]).split("|", 1)
-        seq, ver, s, d, c, a, t = (int(x) for x in str(flat[i + 1]).split(","))
-        out.append(Push(cid, day, seq, ver, (s, d, c, a), t))
+        parts = [int(x) for x in str(flat[i + 1]).split(",")]
+        seq, ver, s, d, c, a, t = parts[:7]
+        # (a mark from before flags has seven fields)
+        bits, m1, m2, m3, m4 = parts[7:12] if len(parts) >= 12 else [0] * 5
+        out.append(Push(cid, day, seq, ver, (s, d, c, a), t, bits, (m1, m2, m3, m4)))
     return out
 
 
@@ -45,7 +50,7 @@ class Applied:
 
     code: Reply
     score: int = 0
-    rank: int = 0
+    rank: int | None = 0  # None: disqualified (off the board)
     previous_rank: int | None = None
     event_id: int = 0
     changed: bool = False
@@ -131,7 +136,7 @@ class BoardState:
 @dataclass(frozen=True)
 class Standing:
     score: int
-    rank: int
+    rank: int | None  # None: disqualified
     entry: dict[str, Any]
     gap_to_next: int | None
 

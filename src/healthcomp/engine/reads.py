@@ -133,7 +133,14 @@ async def standings(ctx: AppContext, user_id: str, ids: list[str]) -> list[Stand
             out.append(None)
             continue
         _, score, rank, entry, gap = res
-        out.append(Standing(int(score), int(rank), orjson.loads(entry), int(gap) if gap else None))
+        out.append(
+            Standing(
+                int(score),
+                None if rank is None else int(rank),
+                orjson.loads(entry),
+                int(gap) if gap else None,
+            )
+        )
     return out
 
 

@@ -93,6 +93,10 @@ async def _step(
         k.adjustments(cid),
         k.recount(cid),
         k.recount_done(cid),
+        k.field(cid),
+        k.aggregates(cid),
+        k.movers(cid),
+        k.excluded(cid),
     )
     args: list[Any] = [cid, user_id, now_ms, rules, n, *days[2 : 2 + n * 6]]
     res = await scripts.RECOUNT_STEP(ctx, keys, args)

@@ -31,14 +31,100 @@ Each script takes only keys of one hash tag: the competition's `{c:C}` or the us
 from __future__ import annotations
 
 from healthcomp.core.lua import LUA_SPLIT, Lua
+from healthcomp.engine import flags
 from healthcomp.engine.codes import lua_constants
+
+# Calendar days as numbers (days since 1970-01-01, proleptic Gregorian) and back, for
+# the scripts that look at neighbouring days or order the field's values by day.
+LUA_DAYS = """
+local function day_number(day)
+  local y, m, d = tonumber(string.sub(day, 1, 4)), tonumber(string.sub(day, 6, 7)),
+                  tonumber(string.sub(day, 9, 10))
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local doy = math.floor((153 * ((m + 9) % 12) + 2) / 5) + d - 1
+  return era * 146097 + yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy - 719468
+end
+local function day_name(n)
+  n = n + 719468
+  local era = math.floor(n / 146097)
+  local doe = n - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+                          - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return string.format('%04d-%02d-%02d', y, m, d)
+end
+"""
 
 EVENT_BACKLOG = 1000  # events kept per competition (approximate trim, at least this)
 PASSED_MAX = 50  # users named in one event's passed / passed_by
 MAX_SCORE = 10**12
 
+# The field and the movers (healthcomp.analytics reads both; see docs/ANALYTICS.md).
+LUA_FIELD = """
+local FIELD, HOUR, DAY_MS = 1000000, 3600000, 86400000
+-- The field of a day: every counted participant's value of the competition's metric
+-- that day, as `dv` member `<day>|<user>` scored day_number * FIELD + value (values
+-- above zero only), and the day's total in `agg`. Sets one participant's value from
+-- what `dv` holds, so it is right whatever was counted before.
+local function field_set(dv, agg, user, day, value)
+  local mem = day .. '|' .. user
+  local base = day_number(day) * FIELD
+  local cur = redis.call('ZSCORE', dv, mem)
+  local old = 0
+  if cur then old = tonumber(cur) - base end
+  if value == old then return end
+  redis.call('HINCRBY', agg, day, value - old)
+  if value > 0 then redis.call('ZADD', dv, string.format('%d', base + value), mem)
+  else redis.call('ZREM', dv, mem) end
+end
+-- A day's field in `dv`: its size, the index of its first value, the day's base score.
+local function field_of(dv, day)
+  local base = day_number(day) * FIELD
+  local lo = string.format('%d', base + 1)
+  return redis.call('ZCOUNT', dv, lo, string.format('%d', base + FIELD - 1)),
+         redis.call('ZCOUNT', dv, '-inf', '(' .. lo), base
+end
+-- The value at quantile q of a day's n values (linear between the two nearest).
+local function field_quantile(dv, n, first, base, q)
+  local pos = q * (n - 1)
+  local i = math.floor(pos)
+  local r = redis.call('ZRANGE', dv, first + i, first + i + 1, 'WITHSCORES')
+  local a = tonumber(r[2]) - base
+  if pos == i then return a end
+  return a + (tonumber(r[4]) - base - a) * (pos - i)
+end
+-- Movers: `mv` keeps, per participant, the score at the start of each hour of the last
+-- day in which it changed (`<hour>:<score>,…`, oldest first); the first change in an
+-- hour records the score it changes from.
+local function checkpoint(mv, user, prev_sc, now)
+  local h = math.floor(now / HOUR)
+  local raw = redis.call('HGET', mv, user)
+  local out = {}
+  if raw then
+    local last
+    for hh, sc in string.gmatch(raw, '(%d+):(%d+)') do
+      last = tonumber(hh)
+      if last >= h - 24 then out[#out + 1] = hh .. ':' .. sc end
+    end
+    if last == h then return end
+  end
+  out[#out + 1] = string.format('%d:%d', h, prev_sc)
+  redis.call('HSET', mv, user, table.concat(out, ','))
+end
+"""
+
 PRELUDE = (
     lua_constants()
+    + LUA_DAYS
+    + flags.lua()
+    + LUA_FIELD
     + f"""
 local BACKLOG, PASSED_MAX, MAXS = {EVENT_BACKLOG}, {PASSED_MAX}, {MAX_SCORE}
 local function fmt(x) return string.format('%d', x) end
@@ -153,10 +239,19 @@ local function emit(meta, ev, event)
   else redis.call('PUBLISH', ev, data) end
   return ver
 end
--- Stores a participant's changed entry, re-ranks it and emits the event.
--- K: meta, lb, entry, names, ev (every participant script's first five keys).
--- prev_sc is nil for a new entry.
-local function commit(K, cid, user, e, prev_sc, kind, now)
+-- Stores a participant's changed entry, re-ranks it and emits the event; answers the
+-- rank, the previous rank and the event id.
+-- K: meta, lb, entry, names, ev (every participant script's first five keys); mv (the
+-- movers' checkpoints) or nil. prev_sc is nil for a new entry.
+-- A disqualified entry keeps counting, off the board and without events (rank false);
+-- a changed score loses its tie time.
+local function commit(K, cid, user, e, prev_sc, kind, now, mv)
+  if e.dq then
+    if e.sc ~= prev_sc then e.m = false end
+    redis.call('HSET', K[3], user, cjson.encode(e))
+    return false, false, tonumber(redis.call('HGET', K[1], 'ver') or '0')
+  end
+  if mv and prev_sc ~= nil and e.sc ~= prev_sc then checkpoint(mv, user, prev_sc, now) end
   local prev_rank = cjson.null
   if prev_sc ~= nil and e.m and redis.call('ZSCORE', K[2], e.m) then
     prev_rank = rank_of(K[2], prev_sc)
@@ -170,6 +265,84 @@ local function commit(K, cid, user, e, prev_sc, kind, now)
     passed = passed, passed_by = passed_by, passed_ranks = passed_ranks,
     passed_by_ranks = passed_by_ranks, at = now}})
   return rank, prev_rank, ver
+end
+"""
+    + """
+-- Counts a stored day of the participant into (sign 1) or out of (sign -1) the entry's
+-- totals, goal days and sum of squares (`q`, for projections) and the field.
+local function count_day(pdays, dv, agg, user, e, day, sign, mi, goal, target)
+  local raw = redis.call('HGET', pdays, day)
+  if not raw then return end
+  local _, v = parse_day(raw)
+  for k = 1, 4 do e.t[k] = e.t[k] + sign * v[k] end
+  e.q = (e.q or 0) + sign * v[mi] * v[mi]
+  if goal and v[mi] >= target then e.g = e.g + sign end
+  if not e.dq then field_set(dv, agg, user, day, sign > 0 and v[mi] or 0) end
+end
+-- The flags a changed day raises in this competition (a table kind -> detail, or nil):
+-- the user side's (bits, typical) that concern its metric, and those that need the
+-- competition: far above the day's field, raised after the end, or a day before the
+-- join first counted after it near the cap. o, v: the day's values before and now.
+local function day_flags(dv, user, day, o, v, mi, bits, typical, e, synced, now, ends)
+  local kinds, any = {}, false
+  local x, before, metric = v[mi], o[mi], METRICS[mi]
+  if bit.band(bits, 2 ^ (mi - 1)) ~= 0 then
+    kinds.own_history = {metric = metric, value = x, typical = typical}
+    any = true
+  end
+  if mi <= 2 and bit.band(bits, STRIDE_BIT) ~= 0 then
+    kinds.stride = {steps = v[1], distance = v[2]}
+    any = true
+  end
+  if mi <= 2 and bit.band(bits, MINUTES_BIT) ~= 0 then
+    kinds.no_active_minutes = {steps = v[1], distance = v[2], active_minutes = v[4]}
+    any = true
+  end
+  if x > before and x >= FLOORS[mi] then
+    local n, first, base = field_of(dv, day)
+    if n >= FIELD_MIN then
+      local q1 = field_quantile(dv, n, first, base, 0.25)
+      local med = field_quantile(dv, n, first, base, 0.5)
+      local q3 = field_quantile(dv, n, first, base, 0.75)
+      if x > med + FIELD_Z * (q3 - q1) / 1.349 and x >= FIELD_RATIO * med then
+        kinds.field_outlier = {metric = metric, value = x, field_median = med,
+                               field_size = n}
+        any = true
+      end
+    end
+  end
+  if now > ends and x - before >= math.max(LATE_MIN[mi], LATE_RATIO * before) then
+    kinds.late_raise = {metric = metric, value = x, before = before}
+    any = true
+  end
+  local joined = e.j or 0
+  if synced > joined and x >= NEAR_CAP * CAPS[mi] and before < NEAR_CAP * CAPS[mi]
+      and day < day_name(math.floor((joined - 12 * HOUR) / DAY_MS)) then
+    kinds.late_backfill = {metric = metric, value = x, joined_ms = joined}
+    any = true
+  end
+  if any then return kinds end
+  return nil
+end
+-- Flags (`fl`: id -> JSON; `fk`: `<user>|<day>` -> id): one per participant and day,
+-- gathering every kind found for it. A dismissed flag opens again when the day rises
+-- above the value it was dismissed at; an excluded one stays excluded.
+local function flag_day(meta, fl, fk, user, day, kinds, value, now)
+  local key = user .. '|' .. day
+  local id = redis.call('HGET', fk, key)
+  local f
+  if id then
+    f = cjson.decode(redis.call('HGET', fl, id))
+  else
+    id = tostring(redis.call('HINCRBY', meta, 'flag_seq', 1))
+    redis.call('HSET', fk, key, id)
+    f = {id = id, user_id = user, day = day, state = 'open', kinds = {}, created_ms = now,
+         reviews = 0}
+  end
+  for name, detail in pairs(kinds) do f.kinds[name] = detail end
+  if f.state == 'dismissed' and value > (f.reviewed_value or 0) then f.state = 'open' end
+  f.value, f.updated_ms = value, now
+  redis.call('HSET', fl, id, cjson.encode(f))
 end
 """
 )
@@ -188,13 +361,14 @@ return {OK}
 """,
 )
 
-# KEYS: meta, entry, rc, rcl, rcd, ev
+# KEYS: meta, entry, rc, rcl, rcd, ev, dv, agg
 # ARGV: cid, expected doc, recount ('1'|'0'), max_participants (0 = none), now, pairs...
 # -> {OK, rules, participants to recount} | {NO_COMPETITION} | {CLOSED} | {STALE}
 #    | {TOO_MANY, participants}
 # The participant count and the new maximum are compared here, atomically with the
 # write, so a maximum holds under concurrent joins. A rule change snapshots the
-# participants into `rcl` and (re)starts the recount job from zero.
+# participants into `rcl` and (re)starts the recount job from zero, and empties the
+# days' field (`dv` and the day totals in `agg`), which each recount step fills again.
 UPDATE = Lua(
     "engine.update",
     PRELUDE
@@ -209,7 +383,11 @@ local now = tonumber(ARGV[5])
 redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 if ARGV[3] ~= '1' then return {OK, 0, 0} end
 local rules = redis.call('HINCRBY', KEYS[1], 'rules', 1)
-redis.call('DEL', KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[4], KEYS[5], KEYS[7])
+for _, f in ipairs(redis.call('HKEYS', KEYS[8])) do
+  local c = string.sub(f, 1, 1)
+  if c ~= '+' and c ~= '-' then redis.call('HDEL', KEYS[8], f) end
+end
 local users = redis.call('HKEYS', KEYS[2])
 for i = 1, #users, 1000 do
   redis.call('RPUSH', KEYS[4], unpack(users, i, math.min(i + 999, #users)))
@@ -222,12 +400,13 @@ return {OK, rules, #users}
 """,
 )
 
-# KEYS: meta, lb, entry, names, ev, parts, adj
+# KEYS: meta, lb, entry, names, ev, parts, adj, agg
 # ARGV: cid, user, now, display name
 # -> {OK, count, start, end, deadline, rules, event_id} | {ALREADY_JOINED, count, start,
 #    end, deadline, rules} | {NO_COMPETITION} | {CLOSED} | {ENDED} | {FULL}
 # The window comes back with the answer so the back-fill uses the rules in force at
-# the join, whatever edit raced it.
+# the join, whatever edit raced it. A join counts in `agg` (`+<UTC day>`); a
+# participant disqualified before leaving comes back disqualified.
 JOIN = Lua(
     "engine.join",
     PRELUDE
@@ -242,12 +421,14 @@ end
 if now >= tonumber(m[2]) then return {ENDED} end
 local maxp = tonumber(m[3])
 if maxp > 0 and redis.call('HLEN', KEYS[3]) >= maxp then return {FULL} end
-local e = {t = {0, 0, 0, 0}, g = 0, sc = 0, ls = 0, u = now, j = now}
+local e = {t = {0, 0, 0, 0}, g = 0, q = 0, sc = 0, ls = 0, u = now, j = now}
 e.sc = score_of(e, offsets(KEYS[7], user), tonumber(m[4]) + 1, m[5] == 'goal')
 redis.call('HSET', KEYS[4], user, ARGV[4])
 local p = {}
 local praw = redis.call('HGET', KEYS[6], user)
 if praw then p = cjson.decode(praw) end
+if p.disqualified then e.dq = true end
+redis.call('HINCRBY', KEYS[8], '+' .. day_name(math.floor(now / DAY_MS)), 1)
 p.state, p.joined_at, p.left_at = 'active', now, cjson.null
 p.joins = (p.joins or 0) + 1
 p.fee_cents = tonumber(m[9] or '0')
@@ -259,11 +440,12 @@ return {OK, redis.call('HLEN', KEYS[3]), m[6], m[7], m[8], m[10], ver}
 """,
 )
 
-# KEYS: meta, lb, entry, names, ev, pdays, parts
+# KEYS: meta, lb, entry, names, ev, pdays, parts, dv, agg, mv
 # ARGV: cid, user, now -> {OK, count, event_id} | {NO_COMPETITION} | {CLOSED} | {ENDED}
 #    | {NOT_PARTICIPANT}
-# The board entry and the counted days go; the participation record (with its fee) and
-# the adjustments of trusted writes stay.
+# The board entry and the counted days go (out of the field too); the participation
+# record (with its fee and any disqualification), the adjustments of trusted writes and
+# the excluded days stay. A leave counts in `agg` (`-<UTC day>`).
 LEAVE = Lua(
     "engine.leave",
     PRELUDE
@@ -281,8 +463,15 @@ if e.m and redis.call('ZSCORE', KEYS[2], e.m) then
   redis.call('ZREM', KEYS[2], e.m)
 end
 local name = redis.call('HGET', KEYS[4], user) or user
+if not e.dq then
+  for _, day in ipairs(redis.call('HKEYS', KEYS[6])) do
+    field_set(KEYS[8], KEYS[9], user, day, 0)
+  end
+end
+redis.call('HINCRBY', KEYS[9], '-' .. day_name(math.floor(now / DAY_MS)), 1)
 redis.call('HDEL', KEYS[3], user)
 redis.call('HDEL', KEYS[4], user)
+redis.call('HDEL', KEYS[10], user)
 redis.call('DEL', KEYS[6])
 local p = {}
 local praw = redis.call('HGET', KEYS[7], user)
@@ -297,33 +486,34 @@ return {OK, redis.call('HLEN', KEYS[3]), ver}
 """,
 )
 
-# KEYS: meta, lb, entry, names, ev, pdays, adj
+# KEYS: meta, lb, entry, names, ev, pdays, adj, dv, agg, mv, x, fl, fk
 # ARGV: cid, user, now, n, then n x (day, ver, steps, distance, calories, active_minutes,
-#       synced_ms)
+#       synced_ms, flag bits, typical steps, distance, calories, active_minutes)
 # -> {OK, score, rank, previous_rank, event_id, changed} | {NO_COMPETITION} | {CLOSED}
-#    | {NOT_PARTICIPANT}
+#    | {NOT_PARTICIPANT}  (rank and previous_rank are nil for a disqualified entry)
 # Re-checks everything the user's side chose from a possibly stale record: open state,
 # membership, window, and that the day was stored (synced_ms) before the deadline. A
 # day applies only when its version is newer than the one counted, so replays and late
-# arrivals of older versions change nothing.
+# arrivals of older versions change nothing. Each day applied is checked for flags
+# (`day_flags`); an excluded day (in `x`) is kept but not counted.
 APPLY = Lua(
     "engine.apply",
     PRELUDE
     + """
 local m, err = open_meta(KEYS[1], 'start_date', 'end_date', 'deadline_ms',
-                           'metric_idx', 'format', 'daily_target')
+                           'metric_idx', 'format', 'daily_target', 'ends_ms')
 if not m then return {err} end
 local cid, user, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local raw = redis.call('HGET', KEYS[3], user)
 if not raw then return {NOT_PARTICIPANT} end
 local e = cjson.decode(raw)
 local deadline, mi = tonumber(m[4]), tonumber(m[5]) + 1
-local goal, target = m[6] == 'goal', tonumber(m[7])
-local changed = false
+local goal, target, ends = m[6] == 'goal', tonumber(m[7]), tonumber(m[8])
+local changed, moved = false, false
 for i = 0, tonumber(ARGV[4]) - 1 do
-  local b = 5 + i * 7
-  local day, ver = ARGV[b], tonumber(ARGV[b + 1])
-  if day >= m[2] and day <= m[3] and tonumber(ARGV[b + 6]) <= deadline then
+  local b = 5 + i * 12
+  local day, ver, synced = ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 6])
+  if day >= m[2] and day <= m[3] and synced <= deadline then
     local old = redis.call('HGET', KEYS[6], day)
     local ov, o = 0, {0, 0, 0, 0}
     if old then ov, o = parse_day(old) end
@@ -331,35 +521,45 @@ for i = 0, tonumber(ARGV[4]) - 1 do
       local v = {tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]),
                  tonumber(ARGV[b + 5])}
       redis.call('HSET', KEYS[6], day, day_value(ver, v))
-      for k = 1, 4 do e.t[k] = e.t[k] + v[k] - o[k] end
-      if goal then
-        local met_new = (v[mi] >= target) and 1 or 0
-        local met_old = (old and o[mi] >= target) and 1 or 0
-        e.g = e.g + met_new - met_old
+      local kinds = day_flags(KEYS[8], user, day, o, v, mi, tonumber(ARGV[b + 7]),
+                              tonumber(ARGV[b + 7 + mi]), e, synced, now, ends)
+      if kinds then flag_day(KEYS[1], KEYS[12], KEYS[13], user, day, kinds, v[mi], now) end
+      if redis.call('SISMEMBER', KEYS[11], user .. '|' .. day) == 0 then
+        for k = 1, 4 do e.t[k] = e.t[k] + v[k] - o[k] end
+        e.q = (e.q or 0) + v[mi] * v[mi] - o[mi] * o[mi]
+        if goal then
+          local met_new = (v[mi] >= target) and 1 or 0
+          local met_old = (old and o[mi] >= target) and 1 or 0
+          e.g = e.g + met_new - met_old
+        end
+        if not e.dq then field_set(KEYS[8], KEYS[9], user, day, v[mi]) end
+        moved = true
       end
       changed = true
     end
   end
 end
-if not changed then
-  local rank = rank_of(KEYS[2], e.sc)
-  return {OK, e.sc, rank, rank, tonumber(redis.call('HGET', KEYS[1], 'ver') or '0'), 0}
+if not moved then
+  local rank = false
+  if not e.dq then rank = rank_of(KEYS[2], e.sc) end
+  return {OK, e.sc, rank, rank, tonumber(redis.call('HGET', KEYS[1], 'ver') or '0'),
+          changed and 1 or 0}
 end
 local prev_sc = e.sc
 e.sc = score_of(e, offsets(KEYS[7], user), mi, goal)
 e.ls, e.u = now, now
-local rank, prev_rank, ver = commit(KEYS, cid, user,
-                                    e, prev_sc, 'sync', now)
+local rank, prev_rank, ver = commit(KEYS, cid, user, e, prev_sc, 'sync', now, KEYS[10])
 return {OK, e.sc, rank, prev_rank, ver, 1}
 """,
 )
 
-# KEYS: meta, lb, entry, names, ev, adj, audit
+# KEYS: meta, lb, entry, names, ev, adj, audit, mv
 # ARGV: cid, user, now, actor, is_service ('1'|'0'), reason,
 #       then 5 x (given '1'|'0', value) for steps, distance, calories, active_minutes,
 #       goal_days
 # -> {OK, score, rank, previous_rank, before_json, after_json, event_id}
 #    | {NO_COMPETITION} | {CLOSED} | {NOT_PARTICIPANT} | {SERVICE_ONLY} | {PAST_DEADLINE}
+#    | {DISQUALIFIED}
 # An adjustment is an offset over the activity totals (and goal days), so later syncs
 # count on top of it; it belongs to the participation and survives leave and rejoin.
 SET_TOTALS = Lua(
@@ -376,6 +576,7 @@ if ARGV[5] ~= '1' then
   if now > tonumber(m[4]) then return {PAST_DEADLINE} end
 end
 local e = cjson.decode(raw)
+if e.dq then return {DISQUALIFIED} end
 local mi, goal = tonumber(m[2]) + 1, m[3] == 'goal'
 local off = offsets(KEYS[6], user)
 local base = {e.t[1], e.t[2], e.t[3], e.t[4], e.g}
@@ -389,8 +590,7 @@ redis.call('HSET', KEYS[6], user, cjson.encode(off))
 local prev_sc = e.sc
 e.sc = score_of(e, off, mi, goal)
 e.u = now
-local rank, prev_rank, ver = commit(KEYS, cid, user,
-                                    e, prev_sc, 'write', now)
+local rank, prev_rank, ver = commit(KEYS, cid, user, e, prev_sc, 'write', now, KEYS[8])
 redis.call('RPUSH', KEYS[7], cjson.encode({at = now, by = ARGV[4], action = 'set_totals',
   user_id = user, reason = ARGV[6], before = before, after = after, score_before = prev_sc,
   score_after = e.sc, event_id = ver}))
@@ -461,12 +661,13 @@ return {OK, 1}
 """,
 )
 
-# KEYS: meta, lb, entry, names, ev, pdays, adj, rc, rcd
+# KEYS: meta, lb, entry, names, ev, pdays, adj, rc, rcd, dv, agg, mv, x
 # ARGV: cid, user, now, rules, n, then n x (day, ver, steps, distance, calories, minutes)
 # -> {OK, changed} | {STALE} (the job was superseded by a newer rule change)
 # One participant of a recount, atomically: the counted days are those of the new
 # window, each at the newest version known (a sync that landed meanwhile is kept), and
-# every total is summed again from them. Counting the same participant twice (a resumed
+# every total is summed again from them (excluded days kept, not counted); the
+# participant's days go into the field the rule change emptied. Counting the same participant twice (a resumed
 # job) changes nothing.
 RECOUNT_STEP = Lua(
     "engine.recount_step",
@@ -510,22 +711,26 @@ for i = 0, tonumber(ARGV[5]) - 1 do
 end
 redis.call('DEL', KEYS[6])
 local mi, goal, target = tonumber(m[4]) + 1, m[5] == 'goal', tonumber(m[6])
-local t, g = {0, 0, 0, 0}, 0
+local e = cjson.decode(raw)
+local t, g, q = {0, 0, 0, 0}, 0, 0
 for day, d in pairs(days) do
   redis.call('HSET', KEYS[6], day, day_value(d[1], d[2]))
-  for k = 1, 4 do t[k] = t[k] + d[2][k] end
-  if goal and d[2][mi] >= target then g = g + 1 end
+  if redis.call('SISMEMBER', KEYS[13], user .. '|' .. day) == 0 then
+    for k = 1, 4 do t[k] = t[k] + d[2][k] end
+    q = q + d[2][mi] * d[2][mi]
+    if goal and d[2][mi] >= target then g = g + 1 end
+    if not e.dq then field_set(KEYS[10], KEYS[11], user, day, d[2][mi]) end
+  end
 end
-local e = cjson.decode(raw)
 local prev_sc = e.sc
-local same = g == e.g
+local same = g == e.g and q == e.q
 for k = 1, 4 do same = same and t[k] == e.t[k] end
-e.t, e.g = t, g
+e.t, e.g, e.q = t, g, q
 e.sc = score_of(e, offsets(KEYS[7], user), mi, goal)
 local changed = 0
 if not same or e.sc ~= prev_sc then
   e.u = now
-  commit(KEYS, cid, user, e, prev_sc, 'recount', now)
+  commit(KEYS, cid, user, e, prev_sc, 'recount', now, KEYS[12])
   changed = 1
 end
 done_one()
@@ -764,7 +969,183 @@ return out
 """,
 )
 
+# KEYS: meta, lb, entry, names, ev, pdays (of the flag's user), adj, dv, agg, mv, x, fl,
+#       audit
+# ARGV: cid, flag id, user (the flag's), action (dismiss | exclude | restore), actor,
+#       reason, now
+# -> {OK, changed (1|0), flag JSON, event_id} | {NO_COMPETITION} | {CLOSED} | {NOT_FOUND}
+# A reviewer's decision on a flag: `exclude` takes the day out of the participant's
+# score (and the field), `dismiss` and `restore` count it again; the flag's state
+# becomes dismissed, excluded or open. A change of the score is a score event with the
+# cause `review`; any other decision is a `reviewed` event (which names nobody). Each
+# decision is audited; the same decision twice changes nothing.
+REVIEW = Lua(
+    "engine.review",
+    PRELUDE
+    + """
+local m, err = open_meta(KEYS[1], 'metric_idx', 'format', 'daily_target')
+if not m then return {err} end
+local cid, id, user, action, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[7])
+local raw = redis.call('HGET', KEYS[12], id)
+if not raw then return {NOT_FOUND} end
+local f = cjson.decode(raw)
+if f.user_id ~= user then return {NOT_FOUND} end
+local state = ({dismiss = 'dismissed', exclude = 'excluded', restore = 'open'})[action]
+if f.state == state then
+  return {OK, 0, raw, tonumber(redis.call('HGET', KEYS[1], 'ver') or '0')}
+end
+local out, was_out = state == 'excluded', f.state == 'excluded'
+local xkey = user .. '|' .. f.day
+if out then redis.call('SADD', KEYS[11], xkey) else redis.call('SREM', KEYS[11], xkey) end
+local mi, goal, target = tonumber(m[2]) + 1, m[3] == 'goal', tonumber(m[4])
+local eraw = redis.call('HGET', KEYS[3], user)
+local ver, before, after = nil, cjson.null, cjson.null
+if out ~= was_out and eraw then
+  local e = cjson.decode(eraw)
+  local prev_sc = e.sc
+  count_day(KEYS[6], KEYS[8], KEYS[9], user, e, f.day, out and -1 or 1, mi, goal, target)
+  e.sc = score_of(e, offsets(KEYS[7], user), mi, goal)
+  e.u = now
+  before, after = prev_sc, e.sc
+  if not e.dq then
+    local _, _, v = commit(KEYS, cid, user, e, prev_sc, 'review', now, KEYS[10])
+    ver = v
+  else
+    commit(KEYS, cid, user, e, prev_sc, 'review', now, KEYS[10])
+  end
+end
+if not ver then
+  ver = emit(KEYS[1], KEYS[5], {type = 'reviewed', competition_id = cid, action = action,
+                                at = now})
+end
+local counted = redis.call('HGET', KEYS[6], f.day)
+if counted then
+  local _, v = parse_day(counted)
+  f.reviewed_value = v[mi]
+else
+  f.reviewed_value = f.value
+end
+f.state, f.reviewed_by, f.reviewed_ms, f.reason = state, ARGV[5], now, ARGV[6]
+f.reviews = (f.reviews or 0) + 1
+local encoded = cjson.encode(f)
+redis.call('HSET', KEYS[12], id, encoded)
+redis.call('RPUSH', KEYS[13], cjson.encode({at = now, by = ARGV[5], action = action,
+  user_id = user, day = f.day, flag_id = id, reason = ARGV[6], score_before = before,
+  score_after = after, event_id = ver}))
+return {OK, 1, encoded, ver}
+""",
+)
+
+# KEYS: meta, lb, entry, names, ev, pdays, dv, agg, x, parts, audit
+# ARGV: cid, user, action (disqualify | reinstate), actor, reason, now
+# -> {OK, changed (1|0), event_id, score, rank (nil while disqualified)}
+#    | {NO_COMPETITION} | {CLOSED} | {NOT_PARTICIPANT}
+# A disqualified participant leaves the board (so no payout can name them) and the
+# field, keeps their entry (the organizer still sees it) and stays disqualified across
+# leave and rejoin (`disqualified` in the participation record). Reinstated, they come
+# back at their score, with their tie time when the score has not changed since.
+DISQUALIFY = Lua(
+    "engine.disqualify",
+    PRELUDE
+    + """
+local m, err = open_meta(KEYS[1], 'metric_idx', 'ver')
+if not m then return {err} end
+local cid, user, action, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[6])
+local raw = redis.call('HGET', KEYS[3], user)
+if not raw then return {NOT_PARTICIPANT} end
+local e = cjson.decode(raw)
+local dq = action == 'disqualify'
+if (e.dq == true) == dq then
+  local rank = false
+  if not e.dq then rank = rank_of(KEYS[2], e.sc) end
+  return {OK, 0, tonumber(m[3] or '0'), e.sc, rank}
+end
+local mi = tonumber(m[2]) + 1
+local days = redis.call('HGETALL', KEYS[6])
+for i = 1, #days, 2 do
+  if redis.call('SISMEMBER', KEYS[9], user .. '|' .. days[i]) == 0 then
+    local _, v = parse_day(days[i + 1])
+    field_set(KEYS[7], KEYS[8], user, days[i], dq and 0 or v[mi])
+  end
+end
+local p = {}
+local praw = redis.call('HGET', KEYS[10], user)
+if praw then p = cjson.decode(praw) end
+local name = redis.call('HGET', KEYS[4], user) or user
+local ver, rank
+if dq then
+  local prev_rank = cjson.null
+  if e.m and redis.call('ZSCORE', KEYS[2], e.m) then
+    prev_rank = rank_of(KEYS[2], e.sc)
+    redis.call('ZREM', KEYS[2], e.m)
+  end
+  e.dq = true
+  p.disqualified = {at = now, by = ARGV[4], reason = ARGV[5]}
+  rank = false
+  redis.call('HSET', KEYS[3], user, cjson.encode(e))
+  ver = emit(KEYS[1], KEYS[5], {type = 'disqualify', competition_id = cid, user_id = user,
+    user_name = name, score = cjson.null, previous_score = e.sc, rank = cjson.null,
+    previous_rank = prev_rank, passed = {}, passed_by = {}, at = now})
+else
+  e.dq = nil
+  p.disqualified = nil
+  if not e.m then
+    e.r = tick(KEYS[1])
+    e.m = member(e.r, user)
+  end
+  redis.call('ZADD', KEYS[2], fmt(-e.sc), e.m)
+  redis.call('HSET', KEYS[3], user, cjson.encode(e))
+  rank = rank_of(KEYS[2], e.sc)
+  ver = emit(KEYS[1], KEYS[5], {type = 'reinstate', competition_id = cid, user_id = user,
+    user_name = name, score = e.sc, previous_score = cjson.null, rank = rank,
+    previous_rank = cjson.null, passed = {}, passed_by = {}, at = now})
+end
+redis.call('HSET', KEYS[10], user, cjson.encode(p))
+redis.call('RPUSH', KEYS[11], cjson.encode({at = now, by = ARGV[4], action = action,
+  user_id = user, reason = ARGV[5], score = e.sc, event_id = ver}))
+return {OK, 1, ver, e.sc, rank}
+""",
+)
+
+# KEYS: meta, lb, entry, names, dv, agg, mv; ARGV: first day, last day
+# -> {OK, version, state, days, board, entries, names, movers, counters}
+#    | {NO_COMPETITION}
+# What the analytics are computed from, read at once: per day from first to last
+# {day, total, active, median} (the median as text: it may be a half), the board
+# (member, -score pairs in rank order), every entry, name and movers' checkpoint, and
+# the joins and leaves per UTC day (`+<day>`, `-<day>` in `agg`).
+ANALYTICS = Lua(
+    "engine.analytics",
+    PRELUDE
+    + """
+local m = redis.call('HMGET', KEYS[1], 'state', 'ver')
+if not m[1] then return {NO_COMPETITION} end
+local days = {}
+for d = day_number(ARGV[1]), day_number(ARGV[2]) do
+  local day = day_name(d)
+  local n, first, base = field_of(KEYS[5], day)
+  local median = 0
+  if n > 0 then median = field_quantile(KEYS[5], n, first, base, 0.5) end
+  days[#days + 1] = {day, tonumber(redis.call('HGET', KEYS[6], day) or '0'), n,
+                     tostring(median)}
+end
+local counters = {}
+local all = redis.call('HGETALL', KEYS[6])
+for i = 1, #all, 2 do
+  local c = string.sub(all[i], 1, 1)
+  if c == '+' or c == '-' then
+    counters[#counters + 1] = all[i]
+    counters[#counters + 1] = all[i + 1]
+  end
+end
+return {OK, tonumber(m[2] or '0'), m[1], days, redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES'),
+        redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4]),
+        redis.call('HGETALL', KEYS[7]), counters}
+""",
+)
+
 # KEYS: lb, entry; ARGV: user -> {OK, score, rank, entry, gap_to_next} | {NOT_PARTICIPANT}
+# A disqualified participant has a score and no rank (nor gap).
 STANDING = Lua(
     "engine.standing",
     PRELUDE
@@ -772,6 +1153,7 @@ STANDING = Lua(
 local raw = redis.call('HGET', KEYS[2], ARGV[1])
 if not raw then return {NOT_PARTICIPANT} end
 local e = cjson.decode(raw)
+if e.dq then return {OK, e.sc, false, raw, false} end
 if not (e.m and redis.call('ZSCORE', KEYS[1], e.m)) then return {NOT_PARTICIPANT} end
 local above = redis.call('ZREVRANGEBYSCORE', KEYS[1], '(' .. fmt(-e.sc), '-inf',
                          'WITHSCORES', 'LIMIT', 0, 1)
@@ -786,9 +1168,12 @@ return {OK, e.sc, rank_of(KEYS[1], e.sc), raw, gap}
 USER_PRELUDE = (
     lua_constants()
     + LUA_SPLIT
+    + LUA_DAYS
+    + flags.lua()
     + """
 -- Marks (competition, day) as owed to a competition, with a snapshot of what to push
--- and when it was stored; a newer mark replaces an older one (seq + 1).
+-- (values, when it was stored, its flags and the user's typical values); a newer mark
+-- replaces an older one (seq + 1).
 local function mark(eff, owed, out, cid, day, t)
   local raw = redis.call('HGET', eff, day)
   if not raw then return end
@@ -797,11 +1182,62 @@ local function mark(eff, owed, out, cid, day, t)
   local seq = 1
   local old = redis.call('HGET', owed, field)
   if old then seq = tonumber(string.match(old, '^(%d+),')) + 1 end
+  local fm = ef.fm or {0, 0, 0, 0}
   local value = seq .. ',' .. ef.ver .. ',' .. ef.v[1] .. ',' .. ef.v[2] .. ',' .. ef.v[3]
-    .. ',' .. ef.v[4] .. ',' .. string.format('%d', t)
+    .. ',' .. ef.v[4] .. ',' .. string.format('%d', t) .. ',' .. (ef.f or 0) .. ',' .. fm[1]
+    .. ',' .. fm[2] .. ',' .. fm[3] .. ',' .. fm[4]
   redis.call('HSET', owed, field, value)
   out[#out + 1] = field
   out[#out + 1] = value
+end
+local function median_of(xs)
+  table.sort(xs)
+  local n = #xs
+  if n % 2 == 1 then return xs[(n + 1) / 2] end
+  return (xs[n / 2] + xs[n / 2 + 1]) / 2
+end
+-- The user-side flags of a day whose effective value changed (engine/flags.py): the
+-- record alone (stride, active minutes), and for a value at or above its floor the
+-- user's own previous HISTORY_DAYS days (robust z-score on median and MAD). Answers the
+-- bits and the typical (median) value per metric where the history was looked at.
+local function record_flags(eff, day, v)
+  local bits, typical = 0, {0, 0, 0, 0}
+  if v[1] >= STRIDE_FROM and v[2] >= STRIDE_FROM then
+    local stride = v[2] / v[1]
+    if stride < STRIDE_MIN or stride > STRIDE_MAX then bits = bits + STRIDE_BIT end
+  end
+  if (v[1] >= MINUTES_STEPS and v[1] > CADENCE_MAX * v[4])
+      or (v[2] >= MINUTES_DISTANCE and v[2] > SPEED_MAX * v[4]) then
+    bits = bits + MINUTES_BIT
+  end
+  local high = false
+  for k = 1, 4 do if v[k] >= FLOORS[k] then high = true end end
+  if not high then return bits, typical end
+  local n0, fields = day_number(day), {}
+  for i = 1, HISTORY_DAYS do fields[i] = day_name(n0 - i) end
+  local rows = redis.call('HMGET', eff, unpack(fields))
+  local hist = {{}, {}, {}, {}}
+  for i = 1, HISTORY_DAYS do
+    if rows[i] then
+      local past = cjson.decode(rows[i]).v
+      for k = 1, 4 do
+        if past[k] > 0 then hist[k][#hist[k] + 1] = past[k] end
+      end
+    end
+  end
+  for k = 1, 4 do
+    if v[k] >= FLOORS[k] and #hist[k] >= MIN_HISTORY then
+      local med = median_of(hist[k])
+      local dev = {}
+      for j, x in ipairs(hist[k]) do dev[j] = math.abs(x - med) end
+      local mad = math.max(median_of(dev), med / 10)
+      typical[k] = math.floor(med + 0.5)
+      if mad > 0 and 0.6745 * (v[k] - med) / mad >= OWN_Z and v[k] >= OWN_RATIO * med then
+        bits = bits + 2 ^ (k - 1)
+      end
+    end
+  end
+  return bits, typical
 end
 -- Records a competition's window (`start|end|deadline_ms|rules`) unless a newer rules
 -- version is recorded already (a recount step that ran first); answers the window kept.
@@ -823,8 +1259,9 @@ end
 # -> {OK, field, value, field, value, ...}: every (competition|day) owed, this sync's
 #    and those an interrupted one left; or {NOT_MINE, competition} with nothing stored.
 # The effective value of a day is the maximum of each metric across its sources; its
-# version goes up whenever that value changes. The competitions come from `cw`, the
-# user's record of their competitions' windows; each competition re-checks.
+# version goes up whenever that value changes, and then its flags are worked out again
+# (`record_flags`, kept in the day as `f` and `fm`). The competitions come from `cw`,
+# the user's record of their competitions' windows; each competition re-checks.
 SYNC_USER = Lua(
     "engine.sync_user",
     USER_PRELUDE
@@ -844,6 +1281,7 @@ for i = 0, n - 1 do
   if not touched[day] then touched[day] = {}; order[#order + 1] = day end
   touched[day][src] = true
 end
+table.sort(order)  -- a day's history is stored before the day is checked against it
 for _, day in ipairs(order) do
   local raw = redis.call('HGET', KEYS[2], day)
   local ef
@@ -868,6 +1306,8 @@ for _, day in ipairs(order) do
   if v[1] ~= ef.v[1] or v[2] ~= ef.v[2] or v[3] ~= ef.v[3] or v[4] ~= ef.v[4] or ef.ver == 0 then
     ef.ver = ef.ver + 1
     ef.v = v
+    local bits, typical = record_flags(KEYS[2], day, v)
+    if bits > 0 then ef.f, ef.fm = bits, typical else ef.f, ef.fm = nil, nil end
   end
   ef.t = now
   redis.call('HSET', KEYS[2], day, cjson.encode(ef))

@@ -53,6 +53,21 @@ def board_keys(ctx: AppContext, cid: str, *extra: str) -> list[str]:
     return [k.meta(cid), k.board(cid), k.entries(cid), k.names(cid), k.events(cid), *extra]
 
 
+def fairplay_keys(ctx: AppContext, cid: str) -> list[str]:
+    """The field, the day totals, the movers, the excluded days, the flags and their
+    index: what a day applied to a competition updates beside the board (APPLY's keys
+    8 to 13)."""
+    k = ctx.keys
+    return [
+        k.field(cid),
+        k.aggregates(cid),
+        k.movers(cid),
+        k.excluded(cid),
+        k.flags(cid),
+        k.flag_index(cid),
+    ]
+
+
 # --- competitions --------------------------------------------------------------------
 
 
@@ -91,6 +106,8 @@ async def update(
         k.recount_list(cid),
         k.recount_done(cid),
         k.events(cid),
+        k.field(cid),
+        k.aggregates(cid),
     ]
     maxp = doc.get("max_participants") or 0
     expected = orjson.dumps(old_doc).decode()
@@ -223,7 +240,7 @@ async def join_step(ctx: AppContext, cid: str, user_id: str, name: str, now_ms: 
     request that dies right after it leaves behind. Answers the script's reply."""
     k = ctx.keys
     await scripts.OWE_BACKFILL(ctx, [k.owed(user_id)], [cid, now_ms])
-    keys = board_keys(ctx, cid, k.participations(cid), k.adjustments(cid))
+    keys = board_keys(ctx, cid, k.participations(cid), k.adjustments(cid), k.aggregates(cid))
     res: list[Any] = await scripts.JOIN(ctx, keys, [cid, user_id, now_ms, name])
     return res
 
@@ -245,7 +262,15 @@ async def backfill(
 
 async def leave(ctx: AppContext, cid: str, user_id: str, now_ms: int) -> Joined:
     k = ctx.keys
-    keys = board_keys(ctx, cid, k.participant_days(cid, user_id), k.participations(cid))
+    keys = board_keys(
+        ctx,
+        cid,
+        k.participant_days(cid, user_id),
+        k.participations(cid),
+        k.field(cid),
+        k.aggregates(cid),
+        k.movers(cid),
+    )
     res = await scripts.LEAVE(ctx, keys, [cid, user_id, now_ms])
     code = Reply(int(res[0]))
     if code is Reply.OK:
@@ -292,7 +317,7 @@ async def set_totals(
     """A trusted write: (steps, distance, calories, active_minutes, goal_days), None
     where unchanged."""
     k = ctx.keys
-    keys = board_keys(ctx, cid, k.adjustments(cid), k.audit(cid))
+    keys = board_keys(ctx, cid, k.adjustments(cid), k.audit(cid), k.movers(cid))
     args: list[Any] = [cid, user_id, now_ms, actor, "1" if is_service else "0", reason]
     for value in values:
         args.extend(["0", 0] if value is None else ["1", int(value)])
@@ -446,10 +471,16 @@ def _send_apply(
     ctx: AppContext, cid: str, user_id: str, items: Sequence[Push], now_ms: int
 ) -> asyncio.Future[Any]:
     k = ctx.keys
-    keys = board_keys(ctx, cid, k.participant_days(cid, user_id), k.adjustments(cid))
+    keys = board_keys(
+        ctx,
+        cid,
+        k.participant_days(cid, user_id),
+        k.adjustments(cid),
+        *fairplay_keys(ctx, cid),
+    )
     args: list[Any] = [cid, user_id, now_ms, len(items)]
     for item in items:
-        args.extend([item.day, item.ver, *item.values, item.synced_ms])
+        args.extend([item.day, item.ver, *item.values, item.synced_ms, item.flags, *item.typical])
     return scripts.APPLY.send(ctx, keys, args)
 
 
@@ -465,8 +496,8 @@ async def _applied(cid: str, user_id: str, days: int, sent: asyncio.Future[Any])
     return Applied(
         code,
         score=int(res[1]),
-        rank=int(res[2]),
-        previous_rank=int(res[3]),
+        rank=None if res[2] is None else int(res[2]),
+        previous_rank=None if res[3] is None else int(res[3]),
         event_id=int(res[4]),
         changed=bool(int(res[5])),
     )

@@ -69,7 +69,8 @@ class UserStanding(BaseModel):
     metric: str
     status: str
     score: int
-    rank: int
+    rank: int | None = Field(description="null while the user is disqualified")
+    disqualified: bool
     gap_to_next_rank: int | None = Field(description="Points to the next rank up; null at 1")
     participant_count: int
     start_date: str

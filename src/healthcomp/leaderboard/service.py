@@ -144,6 +144,7 @@ async def standings_of(
                 "status": stored.status(now),
                 "score": standing.score,
                 "rank": standing.rank,
+                "disqualified": standing.rank is None,
                 "gap_to_next_rank": standing.gap_to_next,
                 "participant_count": stored.participant_count,
                 "start_date": stored.doc["start_date"],
