@@ -12,7 +12,18 @@ from healthcomp.core.keys import SCHEMA, Keys, schema_markdown
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "healthcomp"
 # Top to bottom: a domain may import only the ones after it.
-ORDER = ("live", "prizes", "activity", "leaderboard", "competitions", "users", "engine", "core")
+ORDER = (
+    "live",
+    "prizes",
+    "activity",
+    "analytics",
+    "fairplay",
+    "leaderboard",
+    "competitions",
+    "users",
+    "engine",
+    "core",
+)
 LEAVES = {"health": {"core"}}
 
 

@@ -13,6 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from healthcomp import __version__
 from healthcomp.activity.routes import router as activity_router
+from healthcomp.analytics.routes import router as analytics_router
 from healthcomp.competitions.routes import router as competitions_router
 from healthcomp.core.auth import Authenticator
 from healthcomp.core.clock import Clock
@@ -28,6 +29,7 @@ from healthcomp.core.redis import (
 from healthcomp.core.settings import Settings, get_settings
 from healthcomp.core.standalone import connect
 from healthcomp.engine import sweep
+from healthcomp.fairplay.routes import router as fairplay_router
 from healthcomp.health.routes import router as health_router
 from healthcomp.leaderboard.routes import router as leaderboard_router
 from healthcomp.lean import Lean
@@ -101,8 +103,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         users_router,
         competitions_router,
         activity_router,
+        analytics_router,
         leaderboard_router,
         prizes_router,
+        fairplay_router,
     )
     for router in routers:
         app.include_router(router, prefix="/api/v1")

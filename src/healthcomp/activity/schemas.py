@@ -59,8 +59,8 @@ class Batch(BaseModel):
 class CompetitionResult(BaseModel):
     competition_id: str
     score: int
-    rank: int
-    previous_rank: int
+    rank: int | None = Field(description="null while the participant is disqualified")
+    previous_rank: int | None
 
 
 class SyncResult(BaseModel):
@@ -116,10 +116,17 @@ class CompetitionStanding(_View):
     competition_id: str
     metric: str
     score: int
-    rank: int
+    rank: int | None = Field(description="null while the participant is disqualified")
+    disqualified: bool
     gap_to_next_rank: int | None
     participant_count: int
-    projected_final_score: int
+    projected_final_score: int | None = Field(
+        description="Where the participant's own pace ends (docs/ANALYTICS.md); null while "
+        "disqualified"
+    )
+    projected_final_rank: int | None = Field(
+        description="The rank of that projection among every participant's projection"
+    )
     start_date: str
     end_date: str
 

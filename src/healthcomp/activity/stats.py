@@ -75,12 +75,3 @@ def summary(days: Days, goal: int, today: date) -> dict[str, Any]:
         "first_day": min(days).isoformat() if days else None,
         "last_day": max(days).isoformat() if days else None,
     }
-
-
-def projection(score: int, start: date, end: date, today: date) -> int:
-    """Final score if the pace so far holds: score per elapsed day x window days."""
-    total_days = (end - start).days + 1
-    if today < start:
-        return score
-    elapsed = min((today - start).days + 1, total_days)
-    return round(score * total_days / elapsed)

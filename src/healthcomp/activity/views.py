@@ -7,6 +7,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from healthcomp.activity import service, stats
+from healthcomp.analytics import service as analytics
 from healthcomp.competitions import access
 from healthcomp.competitions.model import Stored
 from healthcomp.core.auth import Principal
@@ -91,6 +92,7 @@ async def stats_view(
         window = {d: v for d, v in days.items() if stored.start <= d <= stored.end}
         standing = await reads.standing(ctx, competition_id, user_id)
         assert standing is not None
+        projected = await analytics.projected(ctx, stored, user_id)
         last = min(today, stored.end)
         data.update(stats.summary(window, goal, last))
         data["competition"] = {
@@ -98,11 +100,11 @@ async def stats_view(
             "metric": stored.doc["metric"],
             "score": standing.score,
             "rank": standing.rank,
+            "disqualified": standing.rank is None,
             "gap_to_next_rank": standing.gap_to_next,
             "participant_count": stored.participant_count,
-            "projected_final_score": stats.projection(
-                standing.score, stored.start, stored.end, today
-            ),
+            "projected_final_score": projected.expected if projected else None,
+            "projected_final_rank": projected.rank if projected else None,
             "start_date": stored.doc["start_date"],
             "end_date": stored.doc["end_date"],
         }

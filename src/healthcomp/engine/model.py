@@ -181,3 +181,46 @@ def payout_id(cid: str, kind: str, user_id: str) -> str:
     """A ledger line's id and its payment's idempotency key: `<competition>:<kind>:<user>`
     (the cancel script writes its refunds' ids the same way)."""
     return f"{cid}:{kind}:{user_id}"
+
+
+@dataclass(frozen=True)
+class FieldDay:
+    """One day of a competition's field: the counted values of its metric."""
+
+    day: str
+    total: int
+    active: int  # participants with a value above zero
+    median: float  # of those values (0 when none)
+
+
+@dataclass(frozen=True)
+class AnalyticsInputs:
+    """What a competition's analytics are computed from, read at once
+    (`scripts.ANALYTICS`)."""
+
+    version: int
+    state: str
+    days: list[FieldDay]
+    board: list[tuple[str, int]]  # (user, score) in rank order
+    entries: dict[str, dict[str, Any]]  # every participant's entry, off the board too
+    names: dict[str, str]
+    movers: dict[str, str]  # participant -> `<hour>:<score>,…`
+    joins: dict[str, int]  # UTC day -> joins that day
+    leaves: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Reviewed:
+    code: Reply
+    changed: bool = False
+    flag: dict[str, Any] | None = None
+    event_id: int = 0
+
+
+@dataclass(frozen=True)
+class Disqualified:
+    code: Reply
+    changed: bool = False
+    event_id: int = 0
+    score: int = 0
+    rank: int | None = None

@@ -10,10 +10,12 @@ from healthcomp.core.context import AppContext
 from healthcomp.engine import scripts
 from healthcomp.engine.codes import Reply
 from healthcomp.engine.model import (
+    AnalyticsInputs,
     BoardState,
     CompetitionRecord,
     Contender,
     Event,
+    FieldDay,
     Page,
     PayoutInputs,
     Recount,
@@ -217,6 +219,20 @@ async def payouts_of(
     return out
 
 
+async def names_of(ctx: AppContext, cid: str, users: list[str]) -> dict[str, str]:
+    """The display names the board shows for these participants (those it has)."""
+    if not users:
+        return {}
+    found = await ctx.r.hmget(ctx.keys.names(cid), users)
+    return {u: str(n) for u, n in zip(users, found, strict=True) if n is not None}
+
+
+async def participations(ctx: AppContext, cid: str) -> dict[str, dict[str, Any]]:
+    """Every participation record of the competition (active or left), by user."""
+    raw = cast(dict[str, str], await ctx.r.hgetall(ctx.keys.participations(cid)))
+    return {user: orjson.loads(value) for user, value in raw.items()}
+
+
 async def fees_by_participant(ctx: AppContext, cid: str) -> dict[str, int]:
     """The entry fee each active participation owes (for refunds)."""
     raw = cast(dict[str, str], await ctx.r.hgetall(ctx.keys.participations(cid)))
@@ -256,3 +272,71 @@ async def user_exists(ctx: AppContext, user_id: str) -> bool:
     pipe.exists(k.effective(user_id))
     pipe.exists(k.windows(user_id))
     return any(await pipe.execute())
+
+
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+async def analytics_inputs(
+    ctx: AppContext, cid: str, first_day: str, last_day: str
+) -> AnalyticsInputs | None:
+    """The field of each day from `first_day` to `last_day`, the board, the entries,
+    names, movers' checkpoints and joins per day, read at once; None when there is no
+    such competition."""
+    k = ctx.keys
+    keys = [
+        k.meta(cid),
+        k.board(cid),
+        k.entries(cid),
+        k.names(cid),
+        k.field(cid),
+        k.aggregates(cid),
+        k.movers(cid),
+    ]
+    res = await scripts.ANALYTICS(ctx, keys, [first_day, last_day])
+    if Reply(int(res[0])) is not Reply.OK:
+        return None
+    _, version, state, days, board, entries, names, movers, counters = res
+    joins: dict[str, int] = {}
+    leaves: dict[str, int] = {}
+    for field, value in _pairs(counters).items():
+        (joins if field[0] == "+" else leaves)[field[1:]] = int(value)
+    return AnalyticsInputs(
+        version=int(version),
+        state=str(state),
+        days=[FieldDay(str(d), int(t), int(n), float(m)) for d, t, n, m in days],
+        board=[(str(board[i])[16:], -int(float(board[i + 1]))) for i in range(0, len(board), 2)],
+        entries={user: orjson.loads(raw) for user, raw in _pairs(entries).items()},
+        names=_pairs(names),
+        movers=_pairs(movers),
+        joins=joins,
+        leaves=leaves,
+    )
+
+
+async def flags(ctx: AppContext, cid: str) -> list[dict[str, Any]]:
+    """Every flag of the competition, newest first."""
+    raw = cast(dict[str, str], await ctx.r.hgetall(ctx.keys.flags(cid)))
+    out = [orjson.loads(value) for value in raw.values()]
+    out.sort(key=lambda f: -int(f["id"]))
+    return out
+
+
+async def flag(ctx: AppContext, cid: str, flag_id: str) -> dict[str, Any] | None:
+    raw = await ctx.r.hget(ctx.keys.flags(cid), flag_id)
+    return cast(dict[str, Any], orjson.loads(raw)) if raw else None
+
+
+async def counted_days(
+    ctx: AppContext, cid: str, days: list[tuple[str, str]]
+) -> list[list[int] | None]:
+    """The values (steps, distance, calories, active_minutes) the competition holds for
+    these (user, day) pairs; None where it holds none. One round trip."""
+    if not days:
+        return []
+    pipe = ctx.r.pipeline(transaction=False)
+    for user, day in days:
+        pipe.hget(ctx.keys.participant_days(cid, user), day)
+    raw = await pipe.execute()
+    return [None if value is None else [int(x) for x in str(value).split(",")[1:]] for value in raw]

@@ -32,7 +32,7 @@ from healthcomp.core.clock import from_ms
 from healthcomp.core.context import AppContext
 from healthcomp.engine import scripts
 from healthcomp.engine.codes import Reply
-from healthcomp.engine.model import Applied, Push, parse_pushes
+from healthcomp.engine.model import Applied, Disqualified, Push, Reviewed, parse_pushes
 from healthcomp.engine.rules import meta_fields
 
 log = logging.getLogger("healthcomp.engine")
@@ -334,6 +334,72 @@ async def set_totals(
         after=orjson.loads(res[5]),
         event_id=int(res[6]),
     )
+
+
+# --- fair play -----------------------------------------------------------------------
+
+
+async def review(
+    ctx: AppContext,
+    cid: str,
+    flag_id: str,
+    user_id: str,
+    *,
+    action: str,
+    actor: str,
+    reason: str,
+    now_ms: int,
+) -> Reviewed:
+    """A reviewer's decision on the flag `flag_id` of `user_id` (dismiss, exclude,
+    restore): see scripts.REVIEW."""
+    k = ctx.keys
+    keys = board_keys(
+        ctx,
+        cid,
+        k.participant_days(cid, user_id),
+        k.adjustments(cid),
+        k.field(cid),
+        k.aggregates(cid),
+        k.movers(cid),
+        k.excluded(cid),
+        k.flags(cid),
+        k.audit(cid),
+    )
+    res = await scripts.REVIEW(ctx, keys, [cid, flag_id, user_id, action, actor, reason, now_ms])
+    code = Reply(int(res[0]))
+    if code is not Reply.OK:
+        return Reviewed(code)
+    return Reviewed(code, bool(int(res[1])), orjson.loads(res[2]), int(res[3]))
+
+
+async def disqualify(
+    ctx: AppContext,
+    cid: str,
+    user_id: str,
+    *,
+    action: str,
+    actor: str,
+    reason: str,
+    now_ms: int,
+) -> Disqualified:
+    """Disqualify or reinstate a participant (`action`): see scripts.DISQUALIFY."""
+    k = ctx.keys
+    keys = board_keys(
+        ctx,
+        cid,
+        k.participant_days(cid, user_id),
+        k.field(cid),
+        k.aggregates(cid),
+        k.excluded(cid),
+        k.participations(cid),
+        k.audit(cid),
+    )
+    res = await scripts.DISQUALIFY(ctx, keys, [cid, user_id, action, actor, reason, now_ms])
+    code = Reply(int(res[0]))
+    if code is not Reply.OK:
+        return Disqualified(code)
+    rank = None if res[4] is None else int(res[4])
+    return Disqualified(code, bool(int(res[1])), int(res[2]), int(res[3]), rank)
 
 
 # --- syncs ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from healthcomp.core.clock import from_ms
 
 # Board events that move a participant's score or rank: sent as `score_update`, with
 # the event's own type as `cause`.
-SCORE_EVENTS = frozenset({"join", "sync", "write", "recount"})
+SCORE_EVENTS = frozenset({"join", "sync", "write", "recount", "review", "reinstate"})
 # The frame type of every other event (an unknown type is sent under its own name).
 OTHER_EVENTS = {
     "leave": "participant_left",
@@ -20,6 +20,8 @@ OTHER_EVENTS = {
     "recounted": "recount_finished",
     "cancelled": "competition_cancelled",
     "finalized": "competition_finalized",
+    "disqualify": "participant_disqualified",
+    "reviewed": "flag_reviewed",
 }
 _INTERNAL = ("passed", "passed_by", "passed_ranks", "passed_by_ranks", "at", "type")
 
