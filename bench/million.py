@@ -29,7 +29,8 @@ from bench.seed import API, auth, check, create_competition, service_token, user
 from healthcomp.core.keys import Keys
 from healthcomp.engine import scripts
 from healthcomp.engine.codes import Reply
-from healthcomp.engine.writes import board_keys
+from healthcomp.engine.model import Push
+from healthcomp.engine.writes import apply_args, apply_keys, join_keys
 
 if TYPE_CHECKING:
     from healthcomp.core.context import AppContext
@@ -80,17 +81,16 @@ class _Seeder:
 
     def batch(self, start: int, end: int) -> int:
         """Participants `start..end` in score order."""
-        k, cid, now = self.keys, self.cid, self.now_ms
-        join_keys = board_keys(self.ctx, cid, k.participations(cid), k.adjustments(cid))
+        cid, now = self.cid, self.now_ms
+        joining = join_keys(self.ctx, cid)
         pipe = self.client.pipeline(transaction=False)
         for i in self.order[start:end]:
             user = participant_id(i)
-            pipe.evalsha(self.join_sha, len(join_keys), *join_keys, cid, user, now, f"P {i}")
-            apply_keys = board_keys(
-                self.ctx, cid, k.participant_days(cid, user), k.adjustments(cid)
-            )
-            day = [self.day, 1, self.steps[i], 0, 0, 0, now]
-            pipe.evalsha(self.apply_sha, len(apply_keys), *apply_keys, cid, user, now, 1, *day)
+            pipe.evalsha(self.join_sha, len(joining), *joining, cid, user, now, f"P {i}")
+            applying = apply_keys(self.ctx, cid, user)
+            day = Push(cid, self.day, 1, 1, (self.steps[i], 0, 0, 0), now)
+            args = apply_args(cid, user, now, [day])
+            pipe.evalsha(self.apply_sha, len(applying), *applying, *args)
         for reply in pipe.execute(raise_on_error=False):
             if isinstance(reply, Exception) or Reply(int(reply[0])) is not Reply.OK:
                 raise RuntimeError(f"seeding {cid}, participants {start}..{end}: {reply!r}")

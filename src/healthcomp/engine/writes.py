@@ -53,19 +53,37 @@ def board_keys(ctx: AppContext, cid: str, *extra: str) -> list[str]:
     return [k.meta(cid), k.board(cid), k.entries(cid), k.names(cid), k.events(cid), *extra]
 
 
-def fairplay_keys(ctx: AppContext, cid: str) -> list[str]:
-    """The field, the day totals, the movers, the excluded days, the flags and their
-    index: what a day applied to a competition updates beside the board (APPLY's keys
-    8 to 13)."""
+def join_keys(ctx: AppContext, cid: str) -> list[str]:
+    """scripts.JOIN's keys."""
     k = ctx.keys
-    return [
+    return board_keys(ctx, cid, k.participations(cid), k.adjustments(cid), k.aggregates(cid))
+
+
+def apply_keys(ctx: AppContext, cid: str, user_id: str) -> list[str]:
+    """scripts.APPLY's keys: the board's, the participant's counted days and
+    adjustments, then what a day updates beside the board: the field, the day totals,
+    the movers, the excluded days, the flags and their index."""
+    k = ctx.keys
+    return board_keys(
+        ctx,
+        cid,
+        k.participant_days(cid, user_id),
+        k.adjustments(cid),
         k.field(cid),
         k.aggregates(cid),
         k.movers(cid),
         k.excluded(cid),
         k.flags(cid),
         k.flag_index(cid),
-    ]
+    )
+
+
+def apply_args(cid: str, user_id: str, now_ms: int, items: Sequence[Push]) -> list[Any]:
+    """scripts.APPLY's arguments for these days."""
+    args: list[Any] = [cid, user_id, now_ms, len(items)]
+    for item in items:
+        args.extend([item.day, item.ver, *item.values, item.synced_ms, item.flags, *item.typical])
+    return args
 
 
 # --- competitions --------------------------------------------------------------------
@@ -240,8 +258,7 @@ async def join_step(ctx: AppContext, cid: str, user_id: str, name: str, now_ms: 
     request that dies right after it leaves behind. Answers the script's reply."""
     k = ctx.keys
     await scripts.OWE_BACKFILL(ctx, [k.owed(user_id)], [cid, now_ms])
-    keys = board_keys(ctx, cid, k.participations(cid), k.adjustments(cid), k.aggregates(cid))
-    res: list[Any] = await scripts.JOIN(ctx, keys, [cid, user_id, now_ms, name])
+    res: list[Any] = await scripts.JOIN(ctx, join_keys(ctx, cid), [cid, user_id, now_ms, name])
     return res
 
 
@@ -536,18 +553,9 @@ async def settle(ctx: AppContext, clearing: Clearing | None) -> None:
 def _send_apply(
     ctx: AppContext, cid: str, user_id: str, items: Sequence[Push], now_ms: int
 ) -> asyncio.Future[Any]:
-    k = ctx.keys
-    keys = board_keys(
-        ctx,
-        cid,
-        k.participant_days(cid, user_id),
-        k.adjustments(cid),
-        *fairplay_keys(ctx, cid),
+    return scripts.APPLY.send(
+        ctx, apply_keys(ctx, cid, user_id), apply_args(cid, user_id, now_ms, items)
     )
-    args: list[Any] = [cid, user_id, now_ms, len(items)]
-    for item in items:
-        args.extend([item.day, item.ver, *item.values, item.synced_ms, item.flags, *item.typical])
-    return scripts.APPLY.send(ctx, keys, args)
 
 
 async def _applied(cid: str, user_id: str, days: int, sent: asyncio.Future[Any]) -> Applied | None:
