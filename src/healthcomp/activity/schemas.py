@@ -169,6 +169,10 @@ class HistoryDay(_View):
     active_minutes: int
     sources: dict[str, SourceDay]
     last_synced_at: str | None
+    flags: list[dict[str, Any]] = Field(
+        description="The day's anomaly flags from the record's own checks (own_history, "
+        "stride, no_active_minutes; docs/ANALYTICS.md); only for the user themself"
+    )
 
 
 class History(_View):

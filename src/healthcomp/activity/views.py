@@ -15,6 +15,7 @@ from healthcomp.core.clock import from_ms
 from healthcomp.core.context import AppContext
 from healthcomp.core.errors import Forbidden, NotFound, ValidationFailed
 from healthcomp.engine import reads
+from healthcomp.engine.flags import record_kinds
 from healthcomp.engine.model import METRIC_NAMES
 from healthcomp.leaderboard import service as leaderboard
 
@@ -163,6 +164,8 @@ async def history_view(
                 **dict(zip(METRIC_NAMES, values, strict=True)),
                 "sources": per_day[day] if own else {},
                 "last_synced_at": from_ms(int(eff["t"])) if eff else None,
+                # What the record's own checks found (docs/ANALYTICS.md §4): the user's.
+                "flags": record_kinds(int(eff.get("f") or 0), eff.get("fm")) if eff and own else [],
             }
         )
     return {"user_id": user_id, "from": first.isoformat(), "to": last.isoformat(), "days": days}
