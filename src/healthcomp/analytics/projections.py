@@ -64,7 +64,7 @@ def seed_of(*parts: object) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
-def _ranks(values: Sequence[float]) -> list[int]:
+def ranks(values: Sequence[float]) -> list[int]:
     """Standard competition ranks, highest first (equal values share a rank)."""
     order = sorted(range(len(values)), key=lambda i: -values[i])
     ranks = [0] * len(values)
@@ -149,14 +149,14 @@ def project(
     chance[contenders] = wins / simulations
 
     rounded = [round(float(x)) for x in expected]
-    ranks = _ranks(rounded)
+    ranked = ranks(rounded)
     return [
         Projection(
             user_id=r.user_id,
             expected=rounded[i],
             low=round(float(low[i])),
             high=round(float(high[i])),
-            rank=ranks[i],
+            rank=ranked[i],
             chance_to_win=float(chance[i]),
         )
         for i, r in enumerate(runners)

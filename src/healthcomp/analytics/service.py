@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from healthcomp.analytics.projections import SIMULATIONS, Projection, Runner, project, seed_of
+from healthcomp.analytics.projections import (
+    SIMULATIONS,
+    Projection,
+    Runner,
+    project,
+    ranks,
+    seed_of,
+)
 from healthcomp.competitions.model import Stored
 from healthcomp.core.auth import Principal
 from healthcomp.core.clock import from_ms, to_ms
@@ -154,14 +161,11 @@ def _baseline(checkpoints: str | None, hour: int, score: int) -> int:
 
 
 def _ranks_of(scores: dict[str, int]) -> dict[str, int]:
-    ordered = sorted(scores.values(), reverse=True)
-    first: dict[int, int] = {}
-    for i, s in enumerate(ordered):
-        first.setdefault(s, i + 1)
-    return {user: first[s] for user, s in scores.items()}
+    """Standard competition ranks of these scores, by user."""
+    return dict(zip(scores, ranks(list(scores.values())), strict=True))
 
 
-def movers(inputs: AnalyticsInputs, ranks: dict[str, int], now_ms: int) -> list[dict[str, Any]]:
+def movers(inputs: AnalyticsInputs, now_ranks: dict[str, int], now_ms: int) -> list[dict[str, Any]]:
     """Who gained most in the last 24 hours (from the start of the hour 24 hours ago),
     with their rank then and now. Whoever joined since is not a mover."""
     hour = now_ms // HOUR_MS
@@ -179,7 +183,7 @@ def movers(inputs: AnalyticsInputs, ranks: dict[str, int], now_ms: int) -> list[
             "user_name": inputs.names.get(user, user),
             "score": score,
             "gain": score - before[user],
-            "rank": ranks[user],
+            "rank": now_ranks[user],
             "previous_rank": then[user],
         }
         for user, score in now_scores.items()
@@ -219,13 +223,8 @@ def compute(stored: Stored, inputs: AnalyticsInputs, now_ms: int) -> Computed:
     simulation is numpy work)."""
     metric = METRICS.index(stored.doc["metric"])
     goal = stored.doc["format"] == "goal"
-    ranks: dict[str, int] = {}
-    previous: int | None = None
-    for i, (user, score) in enumerate(inputs.board):
-        if score != previous:
-            rank = i + 1
-        ranks[user] = rank
-        previous = score
+    scores = dict(inputs.board)
+    board_ranks = _ranks_of(scores)
     today = _today(now_ms)
     total_days = (stored.end - stored.start).days + 1
     elapsed = min(max((today - stored.start).days + 1, 0), total_days)
@@ -261,12 +260,12 @@ def compute(stored: Stored, inputs: AnalyticsInputs, now_ms: int) -> Computed:
         hour=now_ms // HOUR_MS,
         days=days_view(inputs),
         distribution=distribution([score for _, score in inputs.board]),
-        movers=movers(inputs, ranks, now_ms),
+        movers=movers(inputs, board_ranks, now_ms),
         window=window,
         projections=projections,
         board=inputs.board,
-        scores=dict(inputs.board),
-        ranks=ranks,
+        scores=scores,
+        ranks=board_ranks,
         names=inputs.names,
         disqualified=disqualified,
     )
