@@ -5,16 +5,18 @@ rate limits on) and `bench/hello.py` on the same server and worker count; seeds 
 competition of 200 participants through the API; drives each row with wrk; fills a
 competition of 1,000,000 participants through the engine's scripts for rank and
 `around=me` latency and Redis memory per participant; reads the workers' RSS idle and
-loaded. Then the WebSocket tool (bench/ws.py) on a service of its own: 10,000 live
-leaderboard connections, the latency of a sync's `score_update` to each of them, memory
-per idle connection. Prints the report and writes it into docs/BENCHMARKS.md between
-its markers.
+loaded. Fills a competition of 10,000 participants x 30 days the same way
+(bench/analytics.py) for the analytics route, cold (right after a board change) and
+warm (cached, under load). Then the WebSocket tool (bench/ws.py) on a service of its
+own: 10,000 live leaderboard connections, the latency of a sync's `score_update` to
+each of them, memory per idle connection. Prints the report and writes it into
+docs/BENCHMARKS.md between its markers.
 
     python -m bench [--workers N] [--server uvicorn|granian] [--only limit10,sync1]
     python -m bench --quick        # seconds, for the test suite; writes nothing
 
 Rows (`--only` names): hello, health, limit10, limit100, around, sync1, sync7, stats,
-million, ws. Loopback only.
+analytics, million, ws. Loopback only.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Any, NoReturn
 import httpx
 import redis
 
-from bench import million, report, seed, servers, wrk, ws
+from bench import analytics, million, report, seed, servers, wrk, ws
 from bench.report import Row, Run
 from bench.wrk import Load, Request
 from healthcomp.core.embedded import EmbeddedRedis
@@ -50,12 +52,14 @@ ROWS = (
     "sync1",
     "sync7",
     "stats",
+    "analytics",
     "million",
     "ws",
 )
 ROTATION = 50  # participants whose tokens a row's requests rotate over
 BOARD = "bench-board"
 MILLION = "bench-million"
+ANALYTICS = "bench-analytics"
 # Steps the sync rows send: above every seeded day, so the score moves on every request.
 STEPS_FIRST = seed.SEED_STEPS[1] + 1
 STEPS_SPAN = 100_000 - STEPS_FIRST + 1
@@ -84,6 +88,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-million", action="store_true")
     parser.add_argument(
+        "--analytics-participants",
+        type=int,
+        help="of the analytics competition, 30 days each (10,000; quick 1,000)",
+    )
+    parser.add_argument("--skip-analytics", action="store_true", help="no analytics row")
+    parser.add_argument(
         "--ws-connections", type=int, help="WebSocket connections (10,000; quick 200)"
     )
     parser.add_argument("--skip-ws", action="store_true", help="no WebSocket row")
@@ -100,6 +110,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.connections = args.connections or (8 if quick else 64)
     args.users = args.users or (20 if quick else 200)
     args.participants = args.participants or (2_000 if quick else 1_000_000)
+    args.analytics_participants = args.analytics_participants or (1_000 if quick else 10_000)
     args.warmup = 0.0 if quick else 1.0
     args.write = (not quick) if args.write is None else args.write
     only = set(ROWS) if args.only is None else {x.strip() for x in args.only.split(",")}
@@ -107,6 +118,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--only: unknown rows {sorted(unknown)}; choose from {','.join(ROWS)}")
     if args.skip_million:
         only.discard("million")
+    if args.skip_analytics:
+        only.discard("analytics")
+    if args.analytics_participants < 1:
+        parser.error("--analytics-participants must be positive")
     if args.skip_ws:
         only.discard("ws")
     if args.ws_connections is not None and args.ws_connections < 1:
@@ -280,6 +295,9 @@ class Bench:
             last = self.measure(hello.base, hello_case, self.load, (0, 1))
             result.rows.append(Row("hello", "bare hello (last)", last.result))
         result.rss_loaded = self.rss(service)
+        # Before the million: its board would make Redis's background saves longer.
+        if "analytics" in args.only:
+            result.analytics = self.analytics(service, redis_url, today)
         if "million" in args.only:
             result.million = self.million(service.base, redis_url, today)
         return result
@@ -334,6 +352,49 @@ class Bench:
             around_busy=self.measure(base, around, busy, (0, 1)).result,
             rank_busy=self.measure(base, rank, busy, (0, 1)).result,
             busy=busy,
+        )
+
+    def analytics(self, service: servers.Server, redis_url: str, today: date) -> report.Analytics:
+        n = self.args.analytics_participants
+        base = service.base
+        _log(f"seeding {n:,} participants x {analytics.DAYS} days through Redis pipelines")
+        prefix = Settings.model_construct().key_prefix  # the service runs on the defaults
+        board = analytics.Board(base, self.secret, redis_url, prefix, ANALYTICS, today)
+        try:
+            seeded = board.seed(n)
+            cold = board.cold(seeded)
+        finally:
+            board.close()
+        _log(
+            f"  analytics, cold: p50 {cold.p50_ms:.1f} ms, max {cold.max_ms:.1f} ms "
+            f"(first {cold.first_ms:.1f} ms)"
+        )
+        url = analytics.path(ANALYTICS)
+        service_token = seed.service_token(self.secret)
+        full = Case("analytics", "analytics, full view", [Request(url, service_token)])
+        summary = Case(
+            "analytics",
+            "analytics, summary view",
+            [Request(url, token) for token in seeded.tokens.values()],
+        )
+        load = Load(min(self.args.seconds, 5.0), 8, self.args.threads)
+        warm = self.measure(base, full, load, (0, 1)).result
+        warm_summary = self.measure(base, summary, load, (0, 1)).result
+        workers = [mb for name, mb in self.rss(service).items() if name.startswith("worker")]
+        return report.Analytics(
+            participants=n,
+            days=seeded.days,
+            window_days=seeded.window_days,
+            participant_days=seeded.participant_days,
+            seed_seconds=seeded.seconds,
+            bytes_added=seeded.bytes_added,
+            first_ms=cold.first_ms,
+            cold_ms=cold.latencies_ms,
+            flags=cold.flags,
+            warm=warm,
+            warm_summary=warm_summary,
+            load=load,
+            rss_mb=max(workers) if workers else None,
         )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import statistics
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import metadata
@@ -51,6 +52,25 @@ class Million:
     around_busy: Result | None = None  # the worker saturated
     rank_busy: Result | None = None
     busy: Load | None = None
+
+
+@dataclass(frozen=True)
+class Analytics:
+    """bench/analytics.py's run: a competition of `participants` over `days` days."""
+
+    participants: int
+    days: int  # seeded per participant (the window's past days; a few are not synced)
+    window_days: int
+    participant_days: int  # seeded in all
+    seed_seconds: float
+    bytes_added: int  # Redis `used_memory` after the seeding minus before
+    first_ms: float  # the worker's first analytics request (numpy imported then)
+    cold_ms: list[float]  # each right after a change to the board
+    flags: int  # raised by the seeded field
+    warm: Result | None  # the full view (service token), cached
+    warm_summary: Result | None  # the participants' summary view, cached
+    load: Load
+    rss_mb: float | None = None  # the worker's RSS after the run
 
 
 @dataclass(frozen=True)
@@ -105,6 +125,7 @@ class Run:
     wrk_version: str
     rows: list[Row] = field(default_factory=list)
     million: Million | None = None
+    analytics: Analytics | None = None
     ws: WebSocket | None = None
     rss_idle: dict[str, float] = field(default_factory=dict)
     rss_loaded: dict[str, float] = field(default_factory=dict)
@@ -249,6 +270,86 @@ def million_table(m: Million) -> list[str]:
 
 def _opt_ms(value: float | None) -> str:
     return NONE if value is None else _ms(value)
+
+
+ANALYTICS_PARTICIPANTS, ANALYTICS_DAYS = 10_000, 30  # the issue's target: cold < 1 s
+ANALYTICS_MS = 1000.0
+
+
+def analytics_table(a: Analytics) -> list[str]:
+    cold = [
+        "cold: full view, right after a board change",
+        "1",
+        f"{len(a.cold_ms):,}",
+        _ms(statistics.median(a.cold_ms)),
+        NONE,
+        _ms(max(a.cold_ms)),
+        NONE,
+        "0",
+    ]
+    body = [cold] if a.cold_ms else []
+    for label, result in (
+        ("warm: full view (service token)", a.warm),
+        ("warm: summary view (participants' tokens)", a.warm_summary),
+    ):
+        if result is not None:
+            body.append(
+                [
+                    label,
+                    str(a.load.connections),
+                    f"{result.requests:,}",
+                    _ms(result.p50_ms),
+                    _ms(result.p99_ms),
+                    NONE,
+                    f"{result.rps:,.0f}",
+                    str(result.errors),
+                ]
+            )
+    header = ["analytics request", "in flight", "requests", "p50 ms", "p99 ms", "max ms"]
+    return _table([*header, "req/s", "errors"], body)
+
+
+def analytics_target(a: Analytics | None) -> list[str]:
+    """The issue's target, judged on the slowest cold request at full size."""
+    label = (
+        f"analytics for {ANALYTICS_PARTICIPANTS:,} participants over {ANALYTICS_DAYS} days "
+        "answers under 1 s (cold)"
+    )
+    if a is None or not a.cold_ms:
+        return _target(label, NONE, None)
+    full = a.participants >= ANALYTICS_PARTICIPANTS and a.days >= ANALYTICS_DAYS
+    if not full:
+        label += f" (measured at {a.participants:,} x {a.days})"
+    slowest = max(a.cold_ms)
+    return _target(label, f"max {_ms(slowest)} ms", slowest < ANALYTICS_MS if full else None)
+
+
+def analytics_lines(a: Analytics) -> list[str]:
+    label, measured, verdict = analytics_target(a)
+    rate = a.participant_days / a.seed_seconds if a.seed_seconds else 0.0
+    rss = "" if a.rss_mb is None else f"; the worker's RSS after the row: {a.rss_mb:.1f} MB"
+    return [
+        f"`GET /fitness/analytics/{{id}}?limit=10` on a competition of {a.participants:,} "
+        f"participants seeded through the engine's scripts in Redis pipelines: JOIN on the "
+        f"window's first day, then one APPLY of each participant's {a.days} past days "
+        "(log-normal steps around 7,000 a day, about one day in 25 not synced, a fixed seed). "
+        f"The window is {a.window_days} days, {a.days + 1} of them elapsed (today included). "
+        "Cold: one request at a time, each right after an APPLY moved the board's version, "
+        "so the worker reads everything again (`scripts.ANALYTICS`) and computes the view "
+        "(the answer's `event_id` is checked to be that change). Warm: the worker's cached "
+        f"view under `{a.load.describe()}`, the full view with the service token, the "
+        f"summary view rotating over {SAMPLE:,} participants' tokens.",
+        "",
+        *analytics_table(a),
+        "",
+        f"- Target: {label}: {measured}, {verdict}",
+        f"- The worker's first analytics request (numpy imported then): {_ms(a.first_ms)} ms" + rss,
+        f"- Seeding took {a.seed_seconds:.1f} s ({rate:,.0f} participant-days/s); Redis "
+        f"memory per participant-day: {a.bytes_added / a.participant_days:,.0f} bytes "
+        f"(`used_memory` after the seeding minus before, over {a.participant_days:,} "
+        "participant-days: the competition's keys only, the board and entries included); "
+        f"the seeded field raised {a.flags:,} flags.",
+    ]
 
 
 def ws_table(ws: WebSocket) -> list[str]:
@@ -474,6 +575,14 @@ def render(run: Run) -> str:
             "are not written.",
             "",
             *million_table(m),
+        ]
+    if run.analytics is not None:
+        a = run.analytics
+        lines += [
+            "",
+            f"### Analytics ({a.participants:,} participants x {a.days} days)",
+            "",
+            *analytics_lines(a),
         ]
     if run.ws is not None:
         lines += ["", "### WebSocket", "", *ws_lines(run.ws)]

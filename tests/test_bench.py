@@ -86,6 +86,20 @@ def test_quick_bench_measures_every_row_without_errors(tmp_path: Path) -> None:
     for label, _in_flight, _p50, _p99, rps, errors in million:
         assert float(rps.replace(",", "")) > 0, label
         assert errors == "0", f"{label}: {errors} errors"
+    analytics = _table(out, "| analytics request ")
+    # Cold right after a board change, then the cached view: full and summary.
+    assert [row[0] for row in analytics] == [
+        "cold: full view, right after a board change",
+        "warm: full view (service token)",
+        "warm: summary view (participants' tokens)",
+    ], out
+    cold, *warm = analytics
+    assert cold[2] == "10" and float(cold[3]) <= float(cold[5]), cold  # 10 requests, p50 <= max
+    for label, _in_flight, _requests, p50, p99, _max, rps, errors in warm:
+        assert float(rps.replace(",", "")) > 0, label
+        assert float(p50) <= float(p99), label
+        assert errors == "0", f"{label}: {errors} errors"
+    assert "### Analytics (1,000 participants x 30 days)" in out, out
     websocket = _table(out, "| scenario ")
     # One competition and many: 200 connections each, every score_update delivered.
     assert [row[0] for row in websocket] == ["one competition", "many competitions"], out
