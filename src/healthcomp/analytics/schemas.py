@@ -16,8 +16,13 @@ class Window(BaseModel):
 
 class Day(BaseModel):
     date: str
-    participants: int = Field(description="Joined by that day (UTC) and not left")
+    participants: int = Field(
+        description="The field: everyone on the board (a late joiner's earlier days count "
+        "too, so every day has the same field)"
+    )
     active_participants: int = Field(description="Counted with a value above zero that day")
+    joined: int = Field(description="Sign-ups that UTC day (those before the first day on it)")
+    left: int = Field(description="Leaves that UTC day")
     total: int = Field(description="The day's total of the metric over the field")
     median: float = Field(description="The median of the active participants' values")
 

@@ -3,9 +3,10 @@ movers of the last 24 hours and projected finishes, from what the board engine k
 to date as days arrive (`engine.scripts.ANALYTICS` reads it at once; nothing here scans
 a participant's days).
 
-The computed view of a board is cached per worker against the board's version and the
-hour (movers look back 24 hours, projections count days), so a read reflects every
-change acknowledged before it, and a busy dashboard costs one small version check.
+The computed view of a board is cached per worker against the board's version, the
+count of its changes that make no event, and the hour (movers look back 24 hours,
+projections count days), so a read reflects every change acknowledged before it, and a
+busy dashboard costs one small read.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Computed:
     """Everything a view of the analytics is cut from, for one board version and hour."""
 
     version: int
+    quiet: int
     hour: int
     days: list[dict[str, Any]]
     distribution: dict[str, Any]
@@ -74,8 +76,8 @@ class Analytics:
         hour = now_ms // HOUR_MS
         cached = self.views.get(stored.id)
         if cached is not None and cached.hour == hour:
-            state = await reads.board_state(self.ctx, stored.id)
-            if state is not None and state.version == cached.version:
+            changes = await reads.changes(self.ctx, stored.id)
+            if changes == (cached.version, cached.quiet):
                 self.views.move_to_end(stored.id)
                 return cached
         first, last = _days_to_read(stored, now_ms)
@@ -194,23 +196,27 @@ def movers(inputs: AnalyticsInputs, now_ranks: dict[str, int], now_ms: int) -> l
 
 
 def days_view(inputs: AnalyticsInputs) -> list[dict[str, Any]]:
-    """Per day: participants (joined by that UTC day and not left), those with a value,
-    the total and the median of their values."""
-    events = sorted(
-        [(d, n) for d, n in inputs.joins.items()] + [(d, -n) for d, n in inputs.leaves.items()]
-    )
+    """Per day: the field (everyone on the board: a late joiner's earlier days count
+    too, through the back-fill), those with a value, their total and median, and the
+    sign-ups and leaves of that UTC day (those before the first day on the first)."""
+    first = inputs.days[0].day if inputs.days else ""
+    joined: dict[str, int] = {}
+    left: dict[str, int] = {}
+    for counts, into in ((inputs.joins, joined), (inputs.leaves, left)):
+        for utc_day, n in counts.items():
+            key = max(utc_day, first)
+            into[key] = into.get(key, 0) + n
+    field = len(inputs.board)
     out = []
-    count, i = 0, 0
     for day in inputs.days:
-        while i < len(events) and events[i][0] <= day.day:
-            count += events[i][1]
-            i += 1
         median = day.median
         out.append(
             {
                 "date": day.day,
-                "participants": count,
+                "participants": field,
                 "active_participants": day.active,
+                "joined": joined.get(day.day, 0),
+                "left": left.get(day.day, 0),
                 "total": day.total,
                 "median": int(median) if median == int(median) else median,
             }
@@ -257,6 +263,7 @@ def compute(stored: Stored, inputs: AnalyticsInputs, now_ms: int) -> Computed:
     )
     return Computed(
         version=inputs.version,
+        quiet=inputs.quiet,
         hour=now_ms // HOUR_MS,
         days=days_view(inputs),
         distribution=distribution([score for _, score in inputs.board]),

@@ -39,7 +39,7 @@ SCHEMA: tuple[KeySpec, ...] = (
     KeySpec("P:{u:U}:owed", "hash", "engine", "`<competition>|<day>` → `seq,ver,s,d,c,a,synced_ms,flags,t1,t2,t3,t4`: a day still to push (snapshot of what to push); `<competition>|*` → ms: a back-fill owed by a join"),
     KeySpec("P:{u:U}:org", "zset", "competitions", "competition → its end (ms): the competitions the user organizes, to cap the open ones"),
     # --- one competition: {c:C} ----------------------------------------------------
-    KeySpec("P:{c:C}:meta", "hash", "engine", "`doc` (the competition as JSON), `state` (open, cancelled, finalized), the scalar rules the scripts read, `ver` (board version = last event id), `clock` (last tie-order ms), `rules` (rules version)"),
+    KeySpec("P:{c:C}:meta", "hash", "engine", "`doc` (the competition as JSON), `state` (open, cancelled, finalized), the scalar rules the scripts read, `ver` (board version = last event id), `quiet` (changes without an event: a disqualified entry's, a flag's), `clock` (last tie-order ms), `rules` (rules version), `fees` (entry fees owed), `flag_seq` (last flag id)"),
     KeySpec("P:{c:C}:lb", "zset", "engine", "`<reached ms, 15 digits>:<user>` → -score: ascending order is rank order (higher score, then reached first, then user id)"),
     KeySpec("P:{c:C}:entry", "hash", "engine", "participant → JSON `{t:[s,d,c,a], g, q, sc, r, m, ls, u, j, dq}`: activity totals, goal days, sum of squares of the metric's days, score, tie time, board member, last sync, update, join, disqualified"),
     KeySpec("P:{c:C}:names", "hash", "engine", "participant → display name (copied from the profile, for one-trip pages)"),

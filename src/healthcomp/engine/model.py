@@ -199,6 +199,7 @@ class AnalyticsInputs:
     (`scripts.ANALYTICS`)."""
 
     version: int
+    quiet: int  # changes without an event (scripts.ANALYTICS)
     state: str
     days: list[FieldDay]
     board: list[tuple[str, int]]  # (user, score) in rank order

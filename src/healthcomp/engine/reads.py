@@ -297,13 +297,14 @@ async def analytics_inputs(
     res = await scripts.ANALYTICS(ctx, keys, [first_day, last_day])
     if Reply(int(res[0])) is not Reply.OK:
         return None
-    _, version, state, days, board, entries, names, movers, counters = res
+    _, version, quiet, state, days, board, entries, names, movers, counters = res
     joins: dict[str, int] = {}
     leaves: dict[str, int] = {}
     for field, value in _pairs(counters).items():
         (joins if field[0] == "+" else leaves)[field[1:]] = int(value)
     return AnalyticsInputs(
         version=int(version),
+        quiet=int(quiet),
         state=str(state),
         days=[FieldDay(str(d), int(t), int(n), float(m)) for d, t, n, m in days],
         board=[(str(board[i])[16:], -int(float(board[i + 1]))) for i in range(0, len(board), 2)],
@@ -313,6 +314,15 @@ async def analytics_inputs(
         joins=joins,
         leaves=leaves,
     )
+
+
+async def changes(ctx: AppContext, cid: str) -> tuple[int, int] | None:
+    """The board version and the count of changes without an event (what a computed
+    analytics view is checked against); None when there is no such competition."""
+    ver, quiet, state = await ctx.r.hmget(ctx.keys.meta(cid), ["ver", "quiet", "state"])
+    if state is None:
+        return None
+    return int(ver or 0), int(quiet or 0)
 
 
 async def flags(ctx: AppContext, cid: str) -> list[dict[str, Any]]:

@@ -249,6 +249,7 @@ local function commit(K, cid, user, e, prev_sc, kind, now, mv)
   if e.dq then
     if e.sc ~= prev_sc then e.m = false end
     redis.call('HSET', K[3], user, cjson.encode(e))
+    redis.call('HINCRBY', K[1], 'quiet', 1)
     return false, false, tonumber(redis.call('HGET', K[1], 'ver') or '0')
   end
   if mv and prev_sc ~= nil and e.sc ~= prev_sc then checkpoint(mv, user, prev_sc, now) end
@@ -298,7 +299,8 @@ local function day_flags(dv, user, day, o, v, mi, bits, typical, e, synced, now,
     kinds.no_active_minutes = {steps = v[1], distance = v[2], active_minutes = v[4]}
     any = true
   end
-  if x > before and x >= FLOORS[mi] then
+  -- Far above the field, unless it is this user's usual (a heavy walker every day).
+  if x > before and x >= FLOORS[mi] and not (typical > 0 and x < OWN_RATIO * typical) then
     local n, first, base = field_of(dv, day)
     if n >= FIELD_MIN then
       local q1 = field_quantile(dv, n, first, base, 0.25)
@@ -311,7 +313,11 @@ local function day_flags(dv, user, day, o, v, mi, bits, typical, e, synced, now,
       end
     end
   end
-  if now > ends and x - before >= math.max(LATE_MIN[mi], LATE_RATIO * before) then
+  -- Stored after the end (a day stored before it may arrive here later, through the
+  -- sweep), raised to at least the floor: a last day's ordinary total synced the next
+  -- morning is not a late raise.
+  if synced > ends and x >= FLOORS[mi]
+      and x - before >= math.max(LATE_MIN[mi], LATE_RATIO * before) then
     kinds.late_raise = {metric = metric, value = x, before = before}
     any = true
   end
@@ -343,6 +349,7 @@ local function flag_day(meta, fl, fk, user, day, kinds, value, now)
   if f.state == 'dismissed' and value > (f.reviewed_value or 0) then f.state = 'open' end
   f.value, f.updated_ms = value, now
   redis.call('HSET', fl, id, cjson.encode(f))
+  redis.call('HINCRBY', meta, 'quiet', 1)
 end
 """
 )
@@ -1108,17 +1115,19 @@ return {OK, 1, ver, e.sc, rank}
 )
 
 # KEYS: meta, lb, entry, names, dv, agg, mv; ARGV: first day, last day
-# -> {OK, version, state, days, board, entries, names, movers, counters}
+# -> {OK, version, quiet, state, days, board, entries, names, movers, counters}
 #    | {NO_COMPETITION}
 # What the analytics are computed from, read at once: per day from first to last
 # {day, total, active, median} (the median as text: it may be a half), the board
 # (member, -score pairs in rank order), every entry, name and movers' checkpoint, and
-# the joins and leaves per UTC day (`+<day>`, `-<day>` in `agg`).
+# the joins and leaves per UTC day (`+<day>`, `-<day>` in `agg`). `quiet` counts the
+# changes that make no event (a disqualified entry's, a flag's): with the version, it
+# says whether a computed view is still current.
 ANALYTICS = Lua(
     "engine.analytics",
     PRELUDE
     + """
-local m = redis.call('HMGET', KEYS[1], 'state', 'ver')
+local m = redis.call('HMGET', KEYS[1], 'state', 'ver', 'quiet')
 if not m[1] then return {NO_COMPETITION} end
 local days = {}
 for d = day_number(ARGV[1]), day_number(ARGV[2]) do
@@ -1138,7 +1147,8 @@ for i = 1, #all, 2 do
     counters[#counters + 1] = all[i + 1]
   end
 end
-return {OK, tonumber(m[2] or '0'), m[1], days, redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES'),
+return {OK, tonumber(m[2] or '0'), tonumber(m[3] or '0'), m[1], days,
+        redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES'),
         redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4]),
         redis.call('HGETALL', KEYS[7]), counters}
 """,

@@ -49,6 +49,11 @@ _WRITE_ERRORS = {
         "service_only",
         "This competition carries money: only the service role may set scores.",
     ),
+    Reply.DISQUALIFIED: (
+        Conflict,
+        "participant_disqualified",
+        "The participant is disqualified: reinstate them before setting their score.",
+    ),
     Reply.PAST_DEADLINE: (
         Forbidden,
         "service_only",
