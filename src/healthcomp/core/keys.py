@@ -34,14 +34,14 @@ SCHEMA: tuple[KeySpec, ...] = (
     # --- one user: {u:U} -----------------------------------------------------------
     KeySpec("P:{u:U}:profile", "hash", "users", "display_name, avatar_url, email, created_at, updated_at"),
     KeySpec("P:{u:U}:rec", "hash", "engine", "`<day>|<source>` → `steps,distance,calories,active_minutes,synced_ms`: the latest cumulative total of that day from that source"),
-    KeySpec("P:{u:U}:eff", "hash", "engine", "`<day>` → JSON `{v:[s,d,c,a], src:[…], ver, t, f, fm}`: the effective day (max per metric across sources), its version, last sync, and its flags (bits, the user's typical values) when it has any"),
+    KeySpec("P:{u:U}:eff", "hash", "engine", "`<day>` → JSON `{v:[s,d,c,a], src:[…], ver, t, f, fm, fd}`: the effective day (max per metric across sources), its version, last sync, its flags (bits) when it has any, and the user's history before it (medians, MADs) once a value reached a check's floor"),
     KeySpec("P:{u:U}:cw", "hash", "engine", "`<competition>` → `start|end|deadline_ms|rules`: the windows of the user's competitions (with the rules version they come from); a sync picks its targets here"),
     KeySpec("P:{u:U}:owed", "hash", "engine", "`<competition>|<day>` → `seq,ver,s,d,c,a,synced_ms,flags,t1,t2,t3,t4`: a day still to push (snapshot of what to push); `<competition>|*` → ms: a back-fill owed by a join"),
     KeySpec("P:{u:U}:org", "zset", "competitions", "competition → its end (ms): the competitions the user organizes, to cap the open ones"),
     # --- one competition: {c:C} ----------------------------------------------------
-    KeySpec("P:{c:C}:meta", "hash", "engine", "`doc` (the competition as JSON), `state` (open, cancelled, finalized), the scalar rules the scripts read, `ver` (board version = last event id), `quiet` (changes without an event: a disqualified entry's, a flag's), `clock` (last tie-order ms), `rules` (rules version), `fees` (entry fees owed), `flag_seq` (last flag id)"),
+    KeySpec("P:{c:C}:meta", "hash", "engine", "`doc` (the competition as JSON), `state` (open, cancelled, finalized), the scalar rules the scripts read, `ver` (board version = last event id), `quiet` (changes without an event: a disqualified entry's, a flag's), `clock` (last tie-order ms), `rules` (rules version), `fees` (entry fees owed), `flag_seq` (last flag id), `excluded` (days excluded by reviews)"),
     KeySpec("P:{c:C}:lb", "zset", "engine", "`<reached ms, 15 digits>:<user>` → -score: ascending order is rank order (higher score, then reached first, then user id)"),
-    KeySpec("P:{c:C}:entry", "hash", "engine", "participant → JSON `{t:[s,d,c,a], g, q, sc, r, m, ls, u, j, dq}`: activity totals, goal days, sum of squares of the metric's days, score, tie time, board member, last sync, update, join, disqualified"),
+    KeySpec("P:{c:C}:entry", "hash", "engine", "participant → JSON `{t:[s,d,c,a], g, q, sc, r, m, ls, u, j, h, dq}`: activity totals, goal days, sum of squares of the metric's days, score, tie time, board member, last sync, update, join, hour of the last movers' checkpoint, disqualified"),
     KeySpec("P:{c:C}:names", "hash", "engine", "participant → display name (copied from the profile, for one-trip pages)"),
     KeySpec("P:{c:C}:d:U", "hash", "engine", "`<day>` → `ver,s,d,c,a`: the days of participant U counted in this competition"),
     KeySpec("P:{c:C}:adj", "hash", "engine", "user → JSON `[s,d,c,a,goal_days]`: offsets of trusted writes; kept across leave and rejoin"),

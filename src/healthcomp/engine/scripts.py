@@ -68,7 +68,7 @@ MAX_SCORE = 10**12
 
 # The field and the movers (healthcomp.analytics reads both; see docs/ANALYTICS.md).
 LUA_FIELD = """
-local FIELD, HOUR, DAY_MS = 1000000, 3600000, 86400000
+local FIELD, DAY_MS = 1000000, 86400000
 -- The field of a day: every counted participant's value of the competition's metric
 -- that day, as `dv` member `<day>|<user>` scored day_number * FIELD + value (values
 -- above zero only), and the day's total in `agg`. Sets one participant's value from
@@ -100,31 +100,10 @@ local function field_quantile(dv, n, first, base, q)
   if pos == i then return a end
   return a + (tonumber(r[4]) - base - a) * (pos - i)
 end
--- Movers: `mv` keeps, per participant, the score at the start of each hour of the last
--- day in which it changed (`<hour>:<score>,…`, oldest first); the first change in an
--- hour records the score it changes from.
-local function checkpoint(mv, user, prev_sc, now)
-  local h = math.floor(now / HOUR)
-  local raw = redis.call('HGET', mv, user)
-  local out = {}
-  if raw then
-    local last
-    for hh, sc in string.gmatch(raw, '(%d+):(%d+)') do
-      last = tonumber(hh)
-      if last >= h - 24 then out[#out + 1] = hh .. ':' .. sc end
-    end
-    if last == h then return end
-  end
-  out[#out + 1] = string.format('%d:%d', h, prev_sc)
-  redis.call('HSET', mv, user, table.concat(out, ','))
-end
 """
 
 PRELUDE = (
     lua_constants()
-    + LUA_DAYS
-    + flags.lua()
-    + LUA_FIELD
     + f"""
 local BACKLOG, PASSED_MAX, MAXS = {EVENT_BACKLOG}, {PASSED_MAX}, {MAX_SCORE}
 local function fmt(x) return string.format('%d', x) end
@@ -239,6 +218,29 @@ local function emit(meta, ev, event)
   else redis.call('PUBLISH', ev, data) end
   return ver
 end
+local HOUR = 3600000
+-- Movers: `mv` keeps, per participant, the score at the start of each hour of the last
+-- day in which it changed (`<hour>:<score>,…`, oldest first); the first change in an
+-- hour records the score it changes from.
+-- The entry keeps the hour of its last checkpoint (`h`), so later changes in the same
+-- hour cost nothing.
+local function checkpoint(mv, user, e, prev_sc, now)
+  local h = math.floor(now / HOUR)
+  if e.h == h then return end
+  e.h = h
+  local raw = redis.call('HGET', mv, user)
+  local out = {{}}
+  if raw then
+    local last
+    for hh, sc in string.gmatch(raw, '(%d+):(%d+)') do
+      last = tonumber(hh)
+      if last >= h - 24 then out[#out + 1] = hh .. ':' .. sc end
+    end
+    if last == h then return end
+  end
+  out[#out + 1] = string.format('%d:%d', h, prev_sc)
+  redis.call('HSET', mv, user, table.concat(out, ','))
+end
 -- Stores a participant's changed entry, re-ranks it and emits the event; answers the
 -- rank, the previous rank and the event id.
 -- K: meta, lb, entry, names, ev (every participant script's first five keys); mv (the
@@ -252,7 +254,7 @@ local function commit(K, cid, user, e, prev_sc, kind, now, mv)
     redis.call('HINCRBY', K[1], 'quiet', 1)
     return false, false, tonumber(redis.call('HGET', K[1], 'ver') or '0')
   end
-  if mv and prev_sc ~= nil and e.sc ~= prev_sc then checkpoint(mv, user, prev_sc, now) end
+  if mv and prev_sc ~= nil and e.sc ~= prev_sc then checkpoint(mv, user, e, prev_sc, now) end
   local prev_rank = cjson.null
   if prev_sc ~= nil and e.m and redis.call('ZSCORE', K[2], e.m) then
     prev_rank = rank_of(K[2], prev_sc)
@@ -268,6 +270,15 @@ local function commit(K, cid, user, e, prev_sc, kind, now, mv)
   return rank, prev_rank, ver
 end
 """
+)
+
+# The scripts that keep the field, the flags and the reviews (not the reads and the
+# other writes: every helper defined is work done on every call).
+FAIR_PRELUDE = (
+    PRELUDE
+    + LUA_DAYS
+    + flags.lua()
+    + LUA_FIELD
     + """
 -- Counts a stored day of the participant into (sign 1) or out of (sign -1) the entry's
 -- totals, goal days and sum of squares (`q`, for projections) and the field.
@@ -416,7 +427,7 @@ return {OK, rules, #users}
 # participant disqualified before leaving comes back disqualified.
 JOIN = Lua(
     "engine.join",
-    PRELUDE
+    FAIR_PRELUDE
     + """
 local m, err = open_meta(KEYS[1], 'ends_ms', 'max_participants', 'metric_idx',
                            'format', 'start_date', 'end_date', 'deadline_ms', 'fee', 'rules')
@@ -455,7 +466,7 @@ return {OK, redis.call('HLEN', KEYS[3]), m[6], m[7], m[8], m[10], ver}
 # the excluded days stay. A leave counts in `agg` (`-<UTC day>`).
 LEAVE = Lua(
     "engine.leave",
-    PRELUDE
+    FAIR_PRELUDE
     + """
 local m, err = open_meta(KEYS[1], 'ends_ms')
 if not m then return {err} end
@@ -505,10 +516,10 @@ return {OK, redis.call('HLEN', KEYS[3]), ver}
 # (`day_flags`); an excluded day (in `x`) is kept but not counted.
 APPLY = Lua(
     "engine.apply",
-    PRELUDE
+    FAIR_PRELUDE
     + """
 local m, err = open_meta(KEYS[1], 'start_date', 'end_date', 'deadline_ms',
-                           'metric_idx', 'format', 'daily_target', 'ends_ms')
+                           'metric_idx', 'format', 'daily_target', 'ends_ms', 'excluded')
 if not m then return {err} end
 local cid, user, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local raw = redis.call('HGET', KEYS[3], user)
@@ -516,6 +527,7 @@ if not raw then return {NOT_PARTICIPANT} end
 local e = cjson.decode(raw)
 local deadline, mi = tonumber(m[4]), tonumber(m[5]) + 1
 local goal, target, ends = m[6] == 'goal', tonumber(m[7]), tonumber(m[8])
+local any_excluded = tonumber(m[9] or '0') > 0
 local changed, moved = false, false
 for i = 0, tonumber(ARGV[4]) - 1 do
   local b = 5 + i * 12
@@ -531,7 +543,7 @@ for i = 0, tonumber(ARGV[4]) - 1 do
       local kinds = day_flags(KEYS[8], user, day, o, v, mi, tonumber(ARGV[b + 7]),
                               tonumber(ARGV[b + 7 + mi]), e, synced, now, ends)
       if kinds then flag_day(KEYS[1], KEYS[12], KEYS[13], user, day, kinds, v[mi], now) end
-      if redis.call('SISMEMBER', KEYS[11], user .. '|' .. day) == 0 then
+      if not (any_excluded and redis.call('SISMEMBER', KEYS[11], user .. '|' .. day) == 1) then
         for k = 1, 4 do e.t[k] = e.t[k] + v[k] - o[k] end
         e.q = (e.q or 0) + v[mi] * v[mi] - o[mi] * o[mi]
         if goal then
@@ -678,7 +690,7 @@ return {OK, 1}
 # job) changes nothing.
 RECOUNT_STEP = Lua(
     "engine.recount_step",
-    PRELUDE
+    FAIR_PRELUDE
     + """
 local job = redis.call('HMGET', KEYS[8], 'state', 'rules')
 if job[1] ~= 'running' or job[2] ~= ARGV[4] then return {STALE} end
@@ -988,7 +1000,7 @@ return out
 # decision is audited; the same decision twice changes nothing.
 REVIEW = Lua(
     "engine.review",
-    PRELUDE
+    FAIR_PRELUDE
     + """
 local m, err = open_meta(KEYS[1], 'metric_idx', 'format', 'daily_target')
 if not m then return {err} end
@@ -1003,7 +1015,14 @@ if f.state == state then
 end
 local out, was_out = state == 'excluded', f.state == 'excluded'
 local xkey = user .. '|' .. f.day
-if out then redis.call('SADD', KEYS[11], xkey) else redis.call('SREM', KEYS[11], xkey) end
+-- `excluded` in meta counts the excluded days, so APPLY looks them up only when any is.
+if out then
+  redis.call('SADD', KEYS[11], xkey)
+  redis.call('HINCRBY', KEYS[1], 'excluded', 1)
+elseif was_out then
+  redis.call('SREM', KEYS[11], xkey)
+  redis.call('HINCRBY', KEYS[1], 'excluded', -1)
+end
 local mi, goal, target = tonumber(m[2]) + 1, m[3] == 'goal', tonumber(m[4])
 local eraw = redis.call('HGET', KEYS[3], user)
 local ver, before, after = nil, cjson.null, cjson.null
@@ -1053,7 +1072,7 @@ return {OK, 1, encoded, ver}
 # back at their score, with their tie time when the score has not changed since.
 DISQUALIFY = Lua(
     "engine.disqualify",
-    PRELUDE
+    FAIR_PRELUDE
     + """
 local m, err = open_meta(KEYS[1], 'metric_idx', 'ver')
 if not m then return {err} end
@@ -1125,7 +1144,7 @@ return {OK, 1, ver, e.sc, rank}
 # says whether a computed view is still current.
 ANALYTICS = Lua(
     "engine.analytics",
-    PRELUDE
+    FAIR_PRELUDE
     + """
 local m = redis.call('HMGET', KEYS[1], 'state', 'ver', 'quiet')
 if not m[1] then return {NO_COMPETITION} end
@@ -1178,8 +1197,6 @@ return {OK, e.sc, rank_of(KEYS[1], e.sc), raw, gap}
 USER_PRELUDE = (
     lua_constants()
     + LUA_SPLIT
-    + LUA_DAYS
-    + flags.lua()
     + """
 -- Marks (competition, day) as owed to a competition, with a snapshot of what to push
 -- (values, when it was stored, its flags and the user's typical values); a newer mark
@@ -1200,29 +1217,34 @@ local function mark(eff, owed, out, cid, day, t)
   out[#out + 1] = field
   out[#out + 1] = value
 end
+-- Records a competition's window (`start|end|deadline_ms|rules`) unless a newer rules
+-- version is recorded already (a recount step that ran first); answers the window kept.
+local function record_window(cw, cid, first, last, deadline, rules)
+  local cur = redis.call('HGET', cw, cid)
+  if cur then
+    local w = split(cur)
+    if tonumber(w[4] or '0') > tonumber(rules) then return w[1], w[2], w[3] end
+  end
+  redis.call('HSET', cw, cid, first .. '|' .. last .. '|' .. deadline .. '|' .. rules)
+  return first, last, deadline
+end
+"""
+)
+
+# The sync's own checks of a day (engine/flags.py), for SYNC_USER alone.
+USER_FLAGS = (
+    LUA_DAYS
+    + flags.lua()
+    + """
 local function median_of(xs)
   table.sort(xs)
   local n = #xs
   if n % 2 == 1 then return xs[(n + 1) / 2] end
   return (xs[n / 2] + xs[n / 2 + 1]) / 2
 end
--- The user-side flags of a day whose effective value changed (engine/flags.py): the
--- record alone (stride, active minutes), and for a value at or above its floor the
--- user's own previous HISTORY_DAYS days (robust z-score on median and MAD). Answers the
--- bits and the typical (median) value per metric where the history was looked at.
-local function record_flags(eff, day, v)
-  local bits, typical = 0, {0, 0, 0, 0}
-  if v[1] >= STRIDE_FROM and v[2] >= STRIDE_FROM then
-    local stride = v[2] / v[1]
-    if stride < STRIDE_MIN or stride > STRIDE_MAX then bits = bits + STRIDE_BIT end
-  end
-  if (v[1] >= MINUTES_STEPS and v[1] > CADENCE_MAX * v[4])
-      or (v[2] >= MINUTES_DISTANCE and v[2] > SPEED_MAX * v[4]) then
-    bits = bits + MINUTES_BIT
-  end
-  local high = false
-  for k = 1, 4 do if v[k] >= FLOORS[k] then high = true end end
-  if not high then return bits, typical end
+-- The user's typical day before `day`, per metric: the median and MAD of their previous
+-- HISTORY_DAYS days with a value (0, 0 with fewer than MIN_HISTORY of them).
+local function history_of(eff, day)
   local n0, fields = day_number(day), {}
   for i = 1, HISTORY_DAYS do fields[i] = day_name(n0 - i) end
   local rows = redis.call('HMGET', eff, unpack(fields))
@@ -1235,30 +1257,49 @@ local function record_flags(eff, day, v)
       end
     end
   end
+  local med, mad = {0, 0, 0, 0}, {0, 0, 0, 0}
   for k = 1, 4 do
-    if v[k] >= FLOORS[k] and #hist[k] >= MIN_HISTORY then
-      local med = median_of(hist[k])
+    if #hist[k] >= MIN_HISTORY then
+      med[k] = median_of(hist[k])
       local dev = {}
-      for j, x in ipairs(hist[k]) do dev[j] = math.abs(x - med) end
-      local mad = math.max(median_of(dev), med / 10)
-      typical[k] = math.floor(med + 0.5)
-      if mad > 0 and 0.6745 * (v[k] - med) / mad >= OWN_Z and v[k] >= OWN_RATIO * med then
-        bits = bits + 2 ^ (k - 1)
-      end
+      for j, x in ipairs(hist[k]) do dev[j] = math.abs(x - med[k]) end
+      mad[k] = median_of(dev)
     end
   end
-  return bits, typical
+  return med, mad
 end
--- Records a competition's window (`start|end|deadline_ms|rules`) unless a newer rules
--- version is recorded already (a recount step that ran first); answers the window kept.
-local function record_window(cw, cid, first, last, deadline, rules)
-  local cur = redis.call('HGET', cw, cid)
-  if cur then
-    local w = split(cur)
-    if tonumber(w[4] or '0') > tonumber(rules) then return w[1], w[2], w[3] end
+-- The user-side flags of a day whose effective value changed (engine/flags.py): the
+-- record alone (stride, active minutes), and for a value at or above its floor the
+-- user's own history (robust z-score on median and MAD). The history is read once per
+-- day, the first time a value reaches a floor, and kept in the day (`fm` medians, `fd`
+-- MADs): later syncs of the day compare with it. Answers the bits.
+local function record_flags(eff, day, ef)
+  local v, bits = ef.v, 0
+  if v[1] >= STRIDE_FROM and v[2] >= STRIDE_FROM then
+    local stride = v[2] / v[1]
+    if stride < STRIDE_MIN or stride > STRIDE_MAX then bits = bits + STRIDE_BIT end
   end
-  redis.call('HSET', cw, cid, first .. '|' .. last .. '|' .. deadline .. '|' .. rules)
-  return first, last, deadline
+  if (v[1] >= MINUTES_STEPS and v[1] > CADENCE_MAX * v[4])
+      or (v[2] >= MINUTES_DISTANCE and v[2] > SPEED_MAX * v[4]) then
+    bits = bits + MINUTES_BIT
+  end
+  local high = false
+  for k = 1, 4 do if v[k] >= FLOORS[k] then high = true end end
+  if not high then return bits end
+  if not ef.fm then
+    local med, mad = history_of(eff, day)
+    for k = 1, 4 do med[k] = math.floor(med[k] + 0.5) end
+    ef.fm, ef.fd = med, mad
+  end
+  for k = 1, 4 do
+    local med = ef.fm[k]
+    local mad = math.max(ef.fd[k], med / 10)
+    if med > 0 and v[k] >= FLOORS[k] and 0.6745 * (v[k] - med) / mad >= OWN_Z
+        and v[k] >= OWN_RATIO * med then
+      bits = bits + 2 ^ (k - 1)
+    end
+  end
+  return bits
 end
 """
 )
@@ -1275,6 +1316,7 @@ end
 SYNC_USER = Lua(
     "engine.sync_user",
     USER_PRELUDE
+    + USER_FLAGS
     + """
 local now, n = tonumber(ARGV[1]), tonumber(ARGV[2])
 local k = tonumber(ARGV[3 + n * 6])
@@ -1316,8 +1358,8 @@ for _, day in ipairs(order) do
   if v[1] ~= ef.v[1] or v[2] ~= ef.v[2] or v[3] ~= ef.v[3] or v[4] ~= ef.v[4] or ef.ver == 0 then
     ef.ver = ef.ver + 1
     ef.v = v
-    local bits, typical = record_flags(KEYS[2], day, v)
-    if bits > 0 then ef.f, ef.fm = bits, typical else ef.f, ef.fm = nil, nil end
+    local bits = record_flags(KEYS[2], day, ef)
+    if bits > 0 then ef.f = bits else ef.f = nil end
   end
   ef.t = now
   redis.call('HSET', KEYS[2], day, cjson.encode(ef))
