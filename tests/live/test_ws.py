@@ -14,7 +14,6 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,36 +46,6 @@ ENV = {
     "HC_WS_SEND_TIMEOUT_SECONDS": "1",
     "HC_WS_MAX_LAG": "64",
 }
-
-
-@pytest.fixture(scope="module")
-def prefix() -> str:
-    return "w" + uuid.uuid4().hex[:10]
-
-
-@pytest.fixture(scope="module")
-def pair(
-    redis_url: str, prefix: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[list[Service]]:
-    with services(redis_url, prefix, tmp_path_factory.mktemp("live"), 2, **ENV) as started:
-        yield started
-
-
-@pytest.fixture(scope="module", autouse=True)
-async def _drop_keys(
-    redis_url: str, prefix: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[None]:
-    yield
-    client = create_client(redis_url, make_settings(tmp_path_factory.mktemp("x"), redis_url))
-    async for key in client.scan_iter(match=f"{prefix}:*", count=500):
-        await client.delete(key)
-    await client.aclose()
-
-
-@pytest.fixture
-async def http(pair: list[Service]) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=pair[0].base, timeout=10) as client:
-        yield client
 
 
 def new_id() -> str:

@@ -5,7 +5,6 @@ clients behind a load balancer would."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,43 +12,12 @@ import httpx
 import pytest
 
 from healthcomp.core.auth import SERVICE
-from healthcomp.core.redis import create_client
-from tests.conftest import make_settings, token
-from tests.live.support import Service, Watcher, bearer, open_competition, services, watch
+from tests.conftest import token
+from tests.live.support import Service, Watcher, bearer, open_competition, watch
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 ENV = {"HC_WS_HEARTBEAT_SECONDS": "5", "HC_WS_UPDATE_INTERVAL_MS": "50"}
-
-
-@pytest.fixture(scope="module")
-def prefix() -> str:
-    return "v" + uuid.uuid4().hex[:10]
-
-
-@pytest.fixture(scope="module")
-def pair(
-    redis_url: str, prefix: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[list[Service]]:
-    with services(redis_url, prefix, tmp_path_factory.mktemp("review"), 2, **ENV) as started:
-        yield started
-
-
-@pytest.fixture(scope="module", autouse=True)
-async def _drop_keys(
-    redis_url: str, prefix: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[None]:
-    yield
-    client = create_client(redis_url, make_settings(tmp_path_factory.mktemp("x"), redis_url))
-    async for key in client.scan_iter(match=f"{prefix}:*", count=500):
-        await client.delete(key)
-    await client.aclose()
-
-
-@pytest.fixture
-async def http(pair: list[Service]) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=pair[0].base, timeout=10) as client:
-        yield client
 
 
 async def post(http: httpx.AsyncClient, url: str, body: Any, who: str = "org") -> Any:

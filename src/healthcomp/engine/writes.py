@@ -59,10 +59,11 @@ def join_keys(ctx: AppContext, cid: str) -> list[str]:
     return board_keys(ctx, cid, k.participations(cid), k.adjustments(cid), k.aggregates(cid))
 
 
-def apply_keys(ctx: AppContext, cid: str, user_id: str) -> list[str]:
-    """scripts.APPLY's keys: the board's, the participant's counted days and
-    adjustments, then what a day updates beside the board: the field, the day totals,
-    the movers, the excluded days, the flags and their index."""
+def _day_keys(ctx: AppContext, cid: str, user_id: str, last: str) -> list[str]:
+    """The keys of the scripts that change a participant's days (APPLY, REVIEW): the
+    board's, the participant's counted days and adjustments, then what a day updates
+    beside the board: the field, the day totals, the movers, the excluded days, the
+    flags, and `last`."""
     k = ctx.keys
     return board_keys(
         ctx,
@@ -74,8 +75,13 @@ def apply_keys(ctx: AppContext, cid: str, user_id: str) -> list[str]:
         k.movers(cid),
         k.excluded(cid),
         k.flags(cid),
-        k.flag_index(cid),
+        last,
     )
+
+
+def apply_keys(ctx: AppContext, cid: str, user_id: str) -> list[str]:
+    """scripts.APPLY's keys (the last: the flags' index)."""
+    return _day_keys(ctx, cid, user_id, ctx.keys.flag_index(cid))
 
 
 def apply_args(cid: str, user_id: str, now_ms: int, items: Sequence[Push]) -> list[Any]:
@@ -369,19 +375,7 @@ async def review(
 ) -> Reviewed:
     """A reviewer's decision on the flag `flag_id` of `user_id` (dismiss, exclude,
     restore): see scripts.REVIEW."""
-    k = ctx.keys
-    keys = board_keys(
-        ctx,
-        cid,
-        k.participant_days(cid, user_id),
-        k.adjustments(cid),
-        k.field(cid),
-        k.aggregates(cid),
-        k.movers(cid),
-        k.excluded(cid),
-        k.flags(cid),
-        k.audit(cid),
-    )
+    keys = _day_keys(ctx, cid, user_id, ctx.keys.audit(cid))
     res = await scripts.REVIEW(ctx, keys, [cid, flag_id, user_id, action, actor, reason, now_ms])
     code = Reply(int(res[0]))
     if code is not Reply.OK:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from healthcomp.competitions.access import not_found
 from healthcomp.competitions.model import Stored
 from healthcomp.core.auth import Principal
 from healthcomp.core.clock import from_ms, to_ms
@@ -27,17 +28,33 @@ from healthcomp.engine.rules import METRICS
 STATES = ("open", "dismissed", "excluded")
 
 
-def _closed(stored: Stored) -> Conflict:
-    return Conflict(
-        f"Competition '{stored.id}' is cancelled or finalized: its results no longer change.",
-        error="competition_closed",
-    )
+def _decider(principal: Principal, stored: Stored, user_id: str) -> str:
+    """Who decides about `user_id`'s entry (for the audit): never its organizer on
+    their own entry, since they may compete; the service role may."""
+    if stored.organized_by(user_id) and not principal.is_service:
+        raise Forbidden(
+            "An organizer cannot review their own entry; the service role can.",
+            error="own_entry",
+        )
+    return principal.user_id or "service"
 
 
-def _own_entry() -> Forbidden:
-    return Forbidden(
-        "An organizer cannot review their own entry; the service role can.", error="own_entry"
-    )
+def _refused(code: Reply, stored: Stored, missing: NotFound) -> None:
+    """What an engine refusal of a decision means: 409 once the results are final,
+    404 for the competition, or `missing` (the flag or the participant)."""
+    if code is Reply.CLOSED:
+        raise Conflict(
+            f"Competition '{stored.id}' is cancelled or finalized: its results no longer change.",
+            error="competition_closed",
+        )
+    if code is Reply.NO_COMPETITION:
+        raise not_found(stored.id)
+    if code is not Reply.OK:
+        raise missing
+
+
+def _no_flag(stored: Stored, flag_id: str) -> NotFound:
+    return NotFound(f"No flag '{flag_id}' in '{stored.id}'.", error="flag_not_found")
 
 
 def flag_view(
@@ -158,26 +175,19 @@ async def review(
     nothing (`changed: false`)."""
     flag = await reads.flag(ctx, stored.id, flag_id)
     if flag is None:
-        raise NotFound(f"No flag '{flag_id}' in '{stored.id}'.", error="flag_not_found")
+        raise _no_flag(stored, flag_id)
     user = str(flag["user_id"])
-    if stored.organized_by(user) and not principal.is_service:
-        raise _own_entry()
     done = await writes.review(
         ctx,
         stored.id,
         flag_id,
         user,
         action=action,
-        actor=principal.user_id or "service",
+        actor=_decider(principal, stored, user),
         reason=reason,
         now_ms=to_ms(ctx.clock.now()),
     )
-    if done.code is Reply.CLOSED:
-        raise _closed(stored)
-    if done.code is Reply.NOT_FOUND:
-        raise NotFound(f"No flag '{flag_id}' in '{stored.id}'.", error="flag_not_found")
-    if done.code is Reply.NO_COMPETITION:
-        raise NotFound(f"No competition '{stored.id}'.", error="competition_not_found")
+    _refused(done.code, stored, _no_flag(stored, flag_id))
     assert done.flag is not None
     (view,) = await _views(ctx, stored, [done.flag])
     standing = await reads.standing(ctx, stored.id, user)
@@ -202,25 +212,19 @@ async def disqualify(
 ) -> dict[str, Any]:
     """Disqualify (off the board: no rank, no prize; still visible to the organizer)
     or reinstate a participant; audited, with the board's event."""
-    if stored.organized_by(user_id) and not principal.is_service:
-        raise _own_entry()
     done = await writes.disqualify(
         ctx,
         stored.id,
         user_id,
         action=action,
-        actor=principal.user_id or "service",
+        actor=_decider(principal, stored, user_id),
         reason=reason,
         now_ms=to_ms(ctx.clock.now()),
     )
-    if done.code is Reply.CLOSED:
-        raise _closed(stored)
-    if done.code is Reply.NOT_PARTICIPANT:
-        raise NotFound(
-            f"'{user_id}' is not a participant of '{stored.id}'.", error="participant_not_found"
-        )
-    if done.code is Reply.NO_COMPETITION:
-        raise NotFound(f"No competition '{stored.id}'.", error="competition_not_found")
+    missing = NotFound(
+        f"'{user_id}' is not a participant of '{stored.id}'.", error="participant_not_found"
+    )
+    _refused(done.code, stored, missing)
     return {
         "competition_id": stored.id,
         "user_id": user_id,
