@@ -26,7 +26,6 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 import httpx
 import redis
 
-from bench.million import SAMPLE, _KeysOnly, settle, used_memory
+from bench.million import SAMPLE, _KeysOnly, progress, ranges, settle, used_memory
 from bench.seed import API, auth, check, service_token, user_token
 from healthcomp.core.keys import Keys
 from healthcomp.engine import scripts
@@ -160,23 +159,6 @@ class _Seeder:
         return int(reply[4])
 
 
-def _ranges(n: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, n, _BATCH):
-        yield start, min(start + _BATCH, n)
-
-
-def _progress(done: int, total: int, started: float) -> None:
-    elapsed = time.monotonic() - started
-    rate = done / elapsed if elapsed else 0.0
-    print(
-        f"\r  {done / total:6.1%}  {done:,}/{total:,} participants x {DAYS} days, "
-        f"{rate:,.0f} participants/s   ",
-        end="",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
 def create_competition(client: httpx.Client, token: str, cid: str, n: int, today: date) -> date:
     """A public steps competition that started DAYS days ago and ends DAYS_AHEAD days
     from today (only the service role may backdate a start this far); its start."""
@@ -212,9 +194,9 @@ class Board:
         started = time.monotonic()
         done = 0
         with ThreadPoolExecutor(_CONNECTIONS) as pool:
-            for count in pool.map(lambda r: seeder.batch(*r), _ranges(n)):
+            for count in pool.map(lambda r: seeder.batch(*r), ranges(n, _BATCH)):
                 done += count
-                _progress(done, n, started)
+                progress(done, n, started, f"participants x {DAYS} days")
         seconds = time.monotonic() - started
         print(file=sys.stderr)
         settle(self.redis_url)

@@ -97,18 +97,18 @@ class _Seeder:
         return end - start
 
 
-def _ranges(n: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, n, _BATCH):
-        yield start, min(start + _BATCH, n)
+def ranges(n: int, batch: int = _BATCH) -> Iterator[tuple[int, int]]:
+    """`0..n` in slices of `batch` (one pipeline each)."""
+    for start in range(0, n, batch):
+        yield start, min(start + batch, n)
 
 
-def _progress(done: int, total: int, started: float) -> None:
+def progress(done: int, total: int, started: float, unit: str = "participants") -> None:
     elapsed = time.monotonic() - started
     rate = done / elapsed if elapsed else 0.0
     eta = (total - done) / rate if rate else 0.0
     print(
-        f"\r  {done / total:6.1%}  {done:,}/{total:,} participants, {rate:,.0f}/s, "
-        f"ETA {eta:.0f} s   ",
+        f"\r  {done / total:6.1%}  {done:,}/{total:,} {unit}, {rate:,.0f}/s, ETA {eta:.0f} s   ",
         end="",
         file=sys.stderr,
         flush=True,
@@ -147,9 +147,9 @@ def seed(
     done = 0
     try:
         with ThreadPoolExecutor(_CONNECTIONS) as pool:
-            for count in pool.map(lambda r: seeder.batch(*r), _ranges(n)):
+            for count in pool.map(lambda r: seeder.batch(*r), ranges(n)):
                 done += count
-                _progress(done, n, started)
+                progress(done, n, started)
     finally:
         seeder.client.close()
     seconds = time.monotonic() - started
