@@ -310,7 +310,7 @@ SYNC_REFUSED_BY_THE_FRAMEWORK: list[tuple[str, bytes | dict[str, Any], str | Non
     ("an unknown field", {"date": "2026-11-04", "steps": 1, "bonus": 1}, "application/json", 422),
     ("no records", {"records": []}, "application/json", 422),
     ("a bad id", {"records": [ONE], "competition_id": "a b"}, "application/json", 422),
-    ("not JSON", b"date=2026-11-04", "application/x-www-form-urlencoded", 422),
+    ("not JSON", b"date=2026-11-04", "application/x-www-form-urlencoded", 415),
 ]
 
 

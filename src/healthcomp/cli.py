@@ -25,11 +25,26 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _secret(settings: Settings) -> str:
+    """The key `serve` verifies with, resolved the same way (SUPABASE_JWT_SECRET, else
+    the development secret of the data directory); says on stderr which it is."""
     if settings.supabase_jwt_secret:
+        print("healthcomp token: signed with SUPABASE_JWT_SECRET", file=sys.stderr)
         return settings.supabase_jwt_secret
     if settings.is_production:
         sys.exit("healthcomp: no SUPABASE_JWT_SECRET configured; cannot mint tokens")
-    return load_or_create_dev_secret(settings.data_dir)
+    path = (settings.data_dir / "jwt-secret").resolve()
+    existed = path.exists()
+    secret = load_or_create_dev_secret(settings.data_dir)
+    if existed:
+        print(f"healthcomp token: signed with the development secret {path}", file=sys.stderr)
+    else:
+        print(
+            f"healthcomp token: there was no development secret in {path.parent}; made one "
+            f"({path}). Only a server using this data directory (--data-dir or HC_DATA_DIR; "
+            "`serve` uses ./data by default) accepts the token.",
+            file=sys.stderr,
+        )
+    return secret
 
 
 def cmd_token(args: argparse.Namespace) -> int:

@@ -25,7 +25,13 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from pydantic import ValidationError
 
 from healthcomp.app import create_app
-from healthcomp.core.auth import KeySourceMissing, load_or_create_dev_secret, mint_token
+from healthcomp.core.auth import (
+    Authenticator,
+    KeySourceMissing,
+    load_or_create_dev_secret,
+    mint_token,
+)
+from healthcomp.core.errors import Unauthorized
 from healthcomp.core.settings import Settings
 from tests.conftest import (
     TEST_SECRET,
@@ -752,3 +758,40 @@ def test_make_settings_refuses_unknown_names(tmp_path: Path) -> None:
     # The env-var spelling is not a field name: it would otherwise be dropped silently.
     with pytest.raises(AssertionError, match="HC_RATE_LIMIT_USER"):
         make_settings(tmp_path, None, HC_RATE_LIMIT_USER=1)
+
+
+# --- development tokens: `healthcomp token` and the server agree on the secret ----------
+
+
+def _mint(capsys: pytest.CaptureFixture[str], data: Path, user: str) -> tuple[str, str]:
+    """`healthcomp token` with the test's data dir: (the token on stdout, stderr)."""
+    from healthcomp import cli
+
+    env = {"SUPABASE_JWT_SECRET": "", "SUPABASE_URL": "", "ENVIRONMENT": "development"}
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        mp.chdir(data.parent)
+        assert cli.main(["token", "--data-dir", str(data), "--user", user]) == 0
+    out, err = capsys.readouterr()
+    return out.strip(), err
+
+
+async def test_token_command_says_which_secret_and_the_server_names_a_foreign_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    served, elsewhere = tmp_path / "served", tmp_path / "elsewhere"
+    settings = make_settings(tmp_path, None, supabase_jwt_secret=None, data_dir=served)
+    authenticator = Authenticator(settings)  # the server's first start makes the secret
+    token, err = _mint(capsys, served, "ana")
+    assert str((served / "jwt-secret").resolve()) in err and "signed with" in err
+    assert token.count(".") == 2 and "\n" not in token  # stdout is the token alone
+    assert (await authenticator.verify(token)).user_id == "ana"
+
+    foreign, err = _mint(capsys, elsewhere, "ana")
+    assert "made one" in err and str(elsewhere.resolve()) in err
+    with pytest.raises(Unauthorized) as refused:
+        await authenticator.verify(foreign)
+    assert "development secret" in refused.value.message
+    assert f"--data-dir {served.resolve()}" in refused.value.message
+    await authenticator.aclose()

@@ -77,6 +77,42 @@ async def test_unparseable_body_is_422(client: httpx.AsyncClient) -> None:
         assert body["details"], body
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x"],
+)
+async def test_a_body_that_is_not_declared_json_is_415(
+    client: httpx.AsyncClient, content_type: str | None
+) -> None:
+    """What `curl -d` sends without `-H 'Content-Type: application/json'` gets a sentence
+    that says what to do, not a validation error quoting a Python bytes literal."""
+    headers = auth() if content_type is None else {**auth(), "content-type": content_type}
+    raw = b'{"display_name": "Maya"}'
+    for method, path in (("PUT", PROFILE), ("POST", "/api/v1/fitness/sync")):
+        resp = await client.request(method, path, headers=headers, content=raw)
+        body = assert_error(resp, 415, "unsupported_media_type")
+        assert "Content-Type: application/json" in body["message"], body
+        assert "b'" not in resp.text
+    me = await client.get("/api/v1/users/me", headers=auth())
+    assert me.json()["data"]["display_name"] == "alice"
+
+
+async def test_json_with_parameters_and_bodiless_posts_pass(client: httpx.AsyncClient) -> None:
+    # The controls for the 415s: a charset or a +json type is JSON; no body, no check.
+    for content_type in ("application/json; charset=utf-8", "application/merge-patch+json"):
+        resp = await client.put(
+            PROFILE,
+            headers={**auth(), "content-type": content_type},
+            content=b'{"display_name": "Maya"}',
+        )
+        assert resp.status_code == 200, resp.text
+    resp = await client.post(
+        "/api/v1/competitions/nope/join",
+        headers={**auth(), "content-type": "application/x-www-form-urlencoded"},
+    )
+    assert_error(resp, 404, "competition_not_found")
+
+
 async def test_valid_profile_update_is_accepted(client: httpx.AsyncClient) -> None:
     # The positive control for the 422 cases above.
     resp = await client.put(

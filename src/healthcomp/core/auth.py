@@ -210,6 +210,9 @@ class Authenticator:
         self._verified: dict[str, tuple[Principal, float, int | None]] = {}
         self.algorithms = list(settings.jwt_algorithms)
         self.secret: str | None = settings.supabase_jwt_secret
+        # Where the generated development secret is, when it is the key (for the hint
+        # a refused development token gets).
+        self.dev_secret_path: Path | None = None
         jwks_url = settings.effective_jwks_url
         self.jwks: JWKSCache | None = None
         if jwks_url and any(a in _KTY_FOR_ALG for a in self.algorithms):
@@ -224,6 +227,7 @@ class Authenticator:
                     "production without one"
                 )
             self.secret = load_or_create_dev_secret(settings.data_dir)
+            self.dev_secret_path = (settings.data_dir / "jwt-secret").resolve()
             _warn_once(
                 "no SUPABASE_JWT_SECRET: using a generated development secret in %s/jwt-secret",
                 settings.data_dir,
@@ -298,6 +302,14 @@ class Authenticator:
             raise Unauthorized("The token has expired.") from None
         except jwt.ImmatureSignatureError:
             raise Unauthorized("The token is not valid yet.") from None
+        except jwt.InvalidSignatureError:
+            if self.dev_secret_path is not None and alg.startswith("HS"):
+                raise Unauthorized(
+                    "The token's signature does not match this server's development secret "
+                    f"({self.dev_secret_path}): mint tokens with `healthcomp token "
+                    f"--data-dir {self.dev_secret_path.parent}`."
+                ) from None
+            raise Unauthorized("The token's signature or claims are invalid.") from None
         except jwt.PyJWTError:
             raise Unauthorized("The token's signature or claims are invalid.") from None
         # PyJWT compares int(claim), so a string "9999999999" would pass as a date
