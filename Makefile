@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 EXTERNAL_REDIS ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test lint types pytest test-embedded test-external test-cluster bench clean venv
+.PHONY: run reset test lint types pytest test-embedded test-external test-cluster bench clean venv
 
 venv: $(STAMP)
 
@@ -19,6 +19,16 @@ $(STAMP): pyproject.toml
 ## Serve the API on the embedded Redis; seeds the demo on first start.
 run: $(STAMP)
 	$(BIN)/healthcomp serve --demo
+
+## Start over: delete the embedded Redis's data (every competition and user of
+## `make run`, the demo included; the next `make run` seeds the demo again). The
+## development secret stays, so tokens keep working. Refused while a server runs.
+DATA ?= data
+reset:
+	@if [ -f $(DATA)/redis/lock ] && ! flock -n $(DATA)/redis/lock true; then \
+		echo "a server is running on $(DATA): stop it first (Ctrl+C where it runs)"; exit 1; fi
+	rm -rf $(DATA)/redis
+	@echo "reset: $(DATA)/redis deleted; \`make run\` seeds the demo again"
 
 ## The whole suite: lint, types, then the tests on each Redis.
 test: lint types test-embedded test-external test-cluster
