@@ -18,8 +18,10 @@ from healthcomp.competitions.routes import router as competitions_router
 from healthcomp.core.auth import Authenticator
 from healthcomp.core.clock import Clock
 from healthcomp.core.context import AppContext
+from healthcomp.core.docs import install_docs
 from healthcomp.core.errors import install_error_handlers
 from healthcomp.core.keys import Keys
+from healthcomp.core.logs import RequestLog, configure
 from healthcomp.core.middleware import BodyLimit, Deadline
 from healthcomp.core.openapi import install_openapi
 from healthcomp.core.ratelimit import UserBudgets
@@ -88,7 +90,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         version=__version__,
         summary="Fitness competitions: activity sync, live leaderboards, exact payouts.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # install_docs serves /docs with its assets: it works offline
         redoc_url=None,
         openapi_url="/openapi.json",
         # FastAPI's OpenTelemetry hook looks the global providers up on every request;
@@ -98,6 +100,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.state.settings = settings
     install_error_handlers(app)
     install_openapi(app)
+    install_docs(app, "/docs")
     app.include_router(health_router)
     routers = (
         users_router,
@@ -114,6 +117,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.add_middleware(Lean)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Deadline, seconds=settings.request_timeout_seconds)
+    app.add_middleware(RequestLog)  # outermost: the id and the access line
     return app
 
 
@@ -146,5 +150,7 @@ class Served:
 def serve_app() -> Served:
     """The app as `healthcomp serve` runs it in each worker (GC tuned at start-up)."""
     app = create_app()
+    settings: Settings = app.state.settings
+    configure(settings.log_level, json=settings.is_production)
     app.state.tune_gc = True
     return Served(app)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from healthcomp.core.auth import SERVICE, USER, load_or_create_dev_secret, mint_token
+from healthcomp.core.logs import configure
 from healthcomp.core.settings import Settings
 
 
@@ -73,10 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Make the flags visible to the workers, which build their own Settings.
     os.environ["PORT"] = str(settings.port)
     os.environ["HC_DATA_DIR"] = str(settings.data_dir)
-    logging.basicConfig(
-        level=settings.log_level.upper() if settings.log_level != "trace" else "DEBUG",
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure(settings.log_level, json=settings.is_production)
     embedded: EmbeddedRedis | None = None
     if not settings.redis_url:
         # Owner of the data directory's server, or a standby that takes it over (at the
@@ -141,9 +139,12 @@ def _uvicorn(settings: Settings) -> None:
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
+        # Our logging (core/logs.py: JSON in production, request ids, our own access
+        # line per request) takes uvicorn's records too.
+        log_config=None,
         proxy_headers=True,
         server_header=False,
-        access_log=settings.log_level in {"debug", "trace"},
+        access_log=False,
         # WebSockets: the sans-I/O implementation (closing with 1001 on shutdown), no
         # per-message compression (a zlib context per socket would be most of an idle
         # connection's memory), protocol pings that drop a peer silent for a
@@ -173,7 +174,7 @@ def _granian(settings: Settings) -> None:
         loop=Loops.uvloop,
         websockets=True,
         log_level=LogLevels(level),
-        log_access=settings.log_level in {"debug", "trace"},
+        log_access=False,  # our own access line (core/logs.py)
     ).serve()
 
 
@@ -184,7 +185,7 @@ def cmd_payouts(args: argparse.Namespace) -> int:
     from healthcomp.prizes import worker
 
     settings = _settings(args)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(message)s")
+    configure(settings.log_level, json=settings.is_production)
     totals = asyncio.run(
         worker.run_standalone(
             settings,

@@ -36,6 +36,7 @@ log = logging.getLogger("healthcomp.lean")
 
 BOARD_PREFIX = "/api/v1/leaderboard/"
 SYNC_PATH = "/api/v1/fitness/sync"
+BOARD_ROUTE = "/api/v1/leaderboard/{competition_id}"
 _SYNC_BODY: TypeAdapter[Any] = TypeAdapter(SyncBody)
 _JSON = (b"content-type", b"application/json")
 _SYNCED_HEAD = b'{"success":true,"data":'
@@ -52,9 +53,11 @@ class Lean:
             path: str = scope["path"]
             method: str = scope["method"]
             if method == "GET" and path.startswith(BOARD_PREFIX):
+                scope["healthcomp.route"] = BOARD_ROUTE  # for the access line
                 if await self._board(scope, send, path[len(BOARD_PREFIX) :]):
                     return
             elif method == "POST" and path == SYNC_PATH:
+                scope["healthcomp.route"] = SYNC_PATH
                 await self._sync(scope, receive, send)
                 return
         elif live.takes(scope):  # when the FastAPI app is served as is (not app.Served)

@@ -23,6 +23,7 @@ from jwt import PyJWK
 
 from healthcomp.core.errors import Forbidden, ServiceUnavailable, Unauthorized
 from healthcomp.core.keys import valid_id
+from healthcomp.core.logs import note_user
 from healthcomp.core.settings import Settings
 
 if TYPE_CHECKING:  # imported when a JWKS is configured: ~6 MB a worker saved otherwise
@@ -269,9 +270,11 @@ class Authenticator:
         if hit is not None:
             principal, until, keyset = hit
             if time.time() < until and (keyset is None or keyset == self._keyset()):
+                note_user(principal.user_id or principal.role)
                 return principal
             del self._verified[token]
         principal, by_jwks = await self._verify(token)
+        note_user(principal.user_id or principal.role)
         if len(token) <= TOKEN_CACHE_MAX_LENGTH:
             if len(self._verified) >= TOKEN_CACHE_SIZE:
                 # Forget the oldest (dicts keep insertion order).
