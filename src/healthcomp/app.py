@@ -149,8 +149,8 @@ class Served:
 
 def serve_app() -> Served:
     """The app as `healthcomp serve` runs it in each worker (GC tuned at start-up)."""
-    app = create_app()
-    settings: Settings = app.state.settings
-    configure(settings.log_level, json=settings.is_production)
+    settings = get_settings()
+    configure(settings.log_level, json=settings.is_production)  # before anything logs
+    app = create_app(settings)
     app.state.tune_gc = True
     return Served(app)

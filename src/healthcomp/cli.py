@@ -71,6 +71,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from healthcomp.core.embedded import EMBEDDED_URL_ENV, EmbeddedRedis, start_or_share
 
     settings = _settings(args)
+    reload_dirs: list[str] | None = None
+    if getattr(args, "reload", False):
+        if settings.is_production:
+            sys.exit("healthcomp: --reload is for development (ENVIRONMENT=production is set)")
+        package = Path(__file__).resolve().parent
+        reload_dirs = [str(d.resolve()) for d in args.reload_dirs or [package]]
+        settings = settings.model_copy(update={"server": "uvicorn", "workers": 1})
     # Make the flags visible to the workers, which build their own Settings.
     os.environ["PORT"] = str(settings.port)
     os.environ["HC_DATA_DIR"] = str(settings.data_dir)
@@ -101,7 +108,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     _raise_open_files_limit()
     try:
-        (_granian if settings.server == "granian" else _uvicorn)(settings)
+        if settings.server == "granian":
+            _granian(settings)
+        else:
+            _uvicorn(settings, reload_dirs)
     finally:
         if embedded is not None:
             embedded.stop()
@@ -126,7 +136,9 @@ def _raise_open_files_limit() -> None:
             logging.getLogger("healthcomp").warning("could not raise the open files limit")
 
 
-def _uvicorn(settings: Settings) -> None:
+def _uvicorn(settings: Settings, reload_dirs: list[str] | None = None) -> None:
+    """uvicorn; with `reload_dirs`, a supervisor that restarts the one worker when a
+    Python file under them changes (`healthcomp serve --reload`)."""
     import uvicorn
 
     from healthcomp.uvicorn_server import WebSocketProtocol
@@ -154,6 +166,8 @@ def _uvicorn(settings: Settings) -> None:
         ws_ping_interval=heartbeat,
         ws_ping_timeout=heartbeat,
         ws_max_size=64 * 1024,
+        reload=reload_dirs is not None,
+        reload_dirs=reload_dirs,
     )
 
 
@@ -219,6 +233,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--data-dir", dest="data_dir", type=Path)
     serve.add_argument("--demo", action="store_true", help="seed the demo competition first")
+    serve.add_argument(
+        "--reload",
+        action="store_true",
+        help="development: restart the server when the code changes (uvicorn, one worker)",
+    )
+    serve.add_argument(
+        "--reload-dir",
+        dest="reload_dirs",
+        action="append",
+        type=Path,
+        help="with --reload, a directory to watch (repeatable; default: the package's)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     token = sub.add_parser("token", help="mint a development token (HS256)")
