@@ -617,7 +617,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("clean_env")
 def test_production_without_key_source_refuses_to_start(tmp_path: Path) -> None:
-    settings = Settings(environment="production", data_dir=tmp_path / "data")
+    settings = Settings(ENVIRONMENT="production", HC_DATA_DIR=tmp_path / "data")
     assert settings.supabase_jwt_secret is None and settings.supabase_url is None
     with pytest.raises(KeySourceMissing) as info:
         create_app(settings)
@@ -629,8 +629,8 @@ def test_production_without_key_source_refuses_to_start(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("clean_env")
 def test_production_with_a_key_source_starts(tmp_path: Path) -> None:
-    create_app(Settings(environment="production", supabase_jwt_secret="k" * 40))
-    create_app(Settings(environment="production", supabase_url="http://127.0.0.1:9"))
+    create_app(Settings(ENVIRONMENT="production", SUPABASE_JWT_SECRET="k" * 40))
+    create_app(Settings(ENVIRONMENT="production", SUPABASE_URL="http://127.0.0.1:9"))
     assert not (tmp_path / "data").exists()
 
 
@@ -638,9 +638,9 @@ def test_production_with_a_key_source_starts(tmp_path: Path) -> None:
 @pytest.mark.parametrize("secret", ["changeme", "super-secret", "CHANGEME", "short-but-real-ish"])
 def test_placeholder_secret_refused_in_production(secret: str) -> None:
     with pytest.raises(ValidationError, match="SUPABASE_JWT_SECRET"):
-        Settings(environment="production", supabase_jwt_secret=secret)
+        Settings(ENVIRONMENT="production", SUPABASE_JWT_SECRET=secret)
     # Development accepts it: it is a developer's own machine.
-    assert Settings(environment="development", supabase_jwt_secret=secret).supabase_jwt_secret
+    assert Settings(ENVIRONMENT="development", SUPABASE_JWT_SECRET=secret).supabase_jwt_secret
 
 
 async def test_development_generates_and_reuses_a_secret(tmp_path: Path, redis_url: str) -> None:
@@ -698,7 +698,7 @@ def test_concurrent_first_starts_agree_on_one_secret(tmp_path: Path) -> None:
 # --- the test settings themselves ----------------------------------------------------------
 
 # Each read by `Settings()` under a different rule: an alias, a lower-cased alias, the second
-# of an AliasChoices, a field's own name (populate_by_name).
+# of an AliasChoices.
 LEAKY_ENV = {
     "HC_RATE_LIMIT_USER": "1",
     "SUPABASE_URL": "https://leak.supabase.co",
@@ -707,7 +707,7 @@ LEAKY_ENV = {
     "ENVIRONMENT": "production",
     "hc_jwt_leeway": "0",
     "HOST": "0.0.0.0",
-    "workers": "3",
+    "HC_WORKERS": "3",
 }
 LEAKY_DOTENV = (
     "HC_RATE_LIMIT_IP=1\n"
@@ -795,3 +795,18 @@ async def test_token_command_says_which_secret_and_the_server_names_a_foreign_on
     assert "development secret" in refused.value.message
     assert f"--data-dir {served.resolve()}" in refused.value.message
     await authenticator.aclose()
+
+
+def test_fields_own_names_are_not_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Only the documented names (docs/CONFIGURATION.md): a generic `WORKERS` or
+    `DATA_DIR` set for another program is not taken for ours."""
+    clear_settings_env(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    for name, value in {"WORKERS": "5", "DATA_DIR": "/elsewhere", "SERVER": "granian"}.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert (settings.workers, settings.data_dir, settings.server) == (1, Path("./data"), "uvicorn")
+    monkeypatch.setenv("HC_WORKERS", "5")
+    assert Settings().workers == 5  # the control: the documented name is read
