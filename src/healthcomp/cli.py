@@ -33,6 +33,14 @@ def _secret(settings: Settings) -> str:
         return settings.supabase_jwt_secret
     if settings.is_production:
         sys.exit("healthcomp: no SUPABASE_JWT_SECRET configured; cannot mint tokens")
+    if settings.supabase_url:
+        # The server then verifies with the project's key set and makes no development
+        # secret: a token signed with one would be refused.
+        sys.exit(
+            "healthcomp token: SUPABASE_URL is set and SUPABASE_JWT_SECRET is not, so the "
+            "server accepts only tokens from your Supabase project (sign in there), or set "
+            "SUPABASE_JWT_SECRET to mint HS256 tokens here"
+        )
     path = (settings.data_dir / "jwt-secret").resolve()
     existed = path.exists()
     secret = load_or_create_dev_secret(settings.data_dir)

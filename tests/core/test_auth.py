@@ -810,3 +810,22 @@ def test_fields_own_names_are_not_read_from_the_environment(
     assert (settings.workers, settings.data_dir, settings.server) == (1, Path("./data"), "uvicorn")
     monkeypatch.setenv("HC_WORKERS", "5")
     assert Settings().workers == 5  # the control: the documented name is read
+
+
+def test_token_command_refuses_when_the_server_would_not_accept_its_tokens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With SUPABASE_URL and no secret the server verifies with the project's key set
+    only: a development token would be refused, so none is made."""
+    from healthcomp import cli
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SUPABASE_JWT_SECRET", "")
+        mp.setenv("SUPABASE_URL", "https://example.supabase.co")
+        mp.setenv("ENVIRONMENT", "development")
+        mp.chdir(tmp_path)
+        with pytest.raises(SystemExit) as stopped:
+            cli.main(["token", "--data-dir", str(tmp_path / "data"), "--user", "ana"])
+    assert "SUPABASE_URL is set" in str(stopped.value.code)
+    assert not (tmp_path / "data" / "jwt-secret").exists()
+    assert capsys.readouterr().out == ""
