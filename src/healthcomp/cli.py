@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from healthcomp.core.auth import SERVICE, USER, load_or_create_dev_secret, mint_token
 from healthcomp.core.logs import configure
 from healthcomp.core.settings import Settings
@@ -21,7 +23,17 @@ def _settings(args: argparse.Namespace) -> Settings:
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
-    base = Settings()
+    try:
+        base = Settings()
+    except ValidationError as exc:
+        # One line per setting refused, named as the environment spells it; never the
+        # values (a secret may be among them).
+        lines = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"])
+            message = str(error["msg"]).removeprefix("Value error, ")
+            lines.append(f"  {name}: {message}" if name else f"  {message}")
+        sys.exit("healthcomp: the configuration is invalid:\n" + "\n".join(lines))
     return base.model_copy(update=overrides) if overrides else base
 
 
@@ -207,6 +219,13 @@ def cmd_payouts(args: argparse.Namespace) -> int:
     from healthcomp.prizes import worker
 
     settings = _settings(args)
+    if settings.is_production and not args.provider:
+        # The demo provider records every payout as paid and pays nobody: in
+        # production that would mark real prizes paid.
+        sys.exit(
+            "healthcomp payouts: give --provider module:function in production; the demo "
+            "provider records payouts as paid without paying anyone (docs/PRIZES.md)"
+        )
     configure(settings.log_level, json=settings.is_production)
     totals = asyncio.run(
         worker.run_standalone(
