@@ -11,7 +11,7 @@ its event, and appends to the audit trail, all at once (`scripts.REVIEW`,
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, get_args
 
 from healthcomp.competitions.access import not_found
 from healthcomp.competitions.model import Stored
@@ -24,8 +24,9 @@ from healthcomp.engine.codes import Reply
 from healthcomp.engine.flags import KINDS
 from healthcomp.engine.model import METRIC_NAMES
 from healthcomp.engine.rules import METRICS
+from healthcomp.fairplay.schemas import State
 
-STATES = ("open", "dismissed", "excluded")
+STATES: tuple[str, ...] = get_args(State)  # a flag's states, as the API declares them
 
 
 def _decider(principal: Principal, stored: Stored, user_id: str) -> str:
