@@ -24,7 +24,7 @@ ORDER = (
     "engine",
     "core",
 )
-LEAVES = {"health": {"core"}}
+LEAVES = {"health": {"core"}, "console": {"core"}}
 
 
 def _imports(path: Path) -> set[str]:

@@ -15,6 +15,7 @@ from healthcomp import __version__
 from healthcomp.activity.routes import router as activity_router
 from healthcomp.analytics.routes import router as analytics_router
 from healthcomp.competitions.routes import router as competitions_router
+from healthcomp.console.routes import router as console_router
 from healthcomp.core.auth import Authenticator
 from healthcomp.core.clock import Clock
 from healthcomp.core.context import AppContext
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     install_openapi(app)
     install_docs(app, "/docs")
     app.include_router(health_router)
+    app.include_router(console_router)
     routers = (
         users_router,
         competitions_router,
