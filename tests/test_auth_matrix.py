@@ -30,6 +30,7 @@ PUBLIC = frozenset(
         ("GET", "/health"),
         ("GET", "/health/ready"),
         ("GET", "/openapi.json"),
+        ("GET", "/metrics"),  # public in development (tests/core/test_metrics.py: protected)
         ("GET", "/docs"),
         ("GET", "/docs/oauth2-redirect"),
     }

@@ -16,6 +16,7 @@ from healthcomp.activity.routes import router as activity_router
 from healthcomp.analytics.routes import router as analytics_router
 from healthcomp.competitions.routes import router as competitions_router
 from healthcomp.console.routes import router as console_router
+from healthcomp.core import metrics
 from healthcomp.core.auth import Authenticator
 from healthcomp.core.clock import Clock
 from healthcomp.core.context import AppContext
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             await handle.close()
             if embedded is not None:
                 embedded.stop()
+            metrics.process_exited()
 
     app = FastAPI(
         title="Health Competition API",

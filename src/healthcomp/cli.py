@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +90,19 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    # Before anything imports the metrics (the client library picks its mode then).
+    made = metrics_directory() if settings.metrics_mode != "off" else None
+    try:
+        return _serve(args, settings)
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from healthcomp.core.embedded import EMBEDDED_URL_ENV, EmbeddedRedis, start_or_share
 
-    settings = _settings(args)
     reload_dirs: list[str] | None = None
     if getattr(args, "reload", False):
         if settings.is_production:
@@ -136,6 +148,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if embedded is not None:
             embedded.stop()
     return 0
+
+
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def metrics_directory() -> Path | None:
+    """The directory where every process of this server keeps its counters, for
+    `/metrics` to add up (prometheus-client's multiprocess mode): the one
+    `PROMETHEUS_MULTIPROC_DIR` names, emptied (counters start with the server), else a
+    new temporary one, returned for removal on the way out.
+
+    prometheus-client decides on import whether it counts into files, so this runs
+    before anything in this process imports it (`import healthcomp.cli` does not; a
+    test checks it), and the workers inherit the variable."""
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before its directory was set")
+    given = os.environ.get(METRICS_DIR_ENV)
+    if given:
+        directory = Path(given)
+        directory.mkdir(parents=True, exist_ok=True)
+        for old in directory.glob("*.db"):
+            old.unlink()
+        return None
+    made = Path(tempfile.mkdtemp(prefix="healthcomp-metrics-"))
+    os.environ[METRICS_DIR_ENV] = str(made)
+    return made
 
 
 APP_FACTORY = "healthcomp.app:serve_app"

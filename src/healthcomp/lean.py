@@ -28,6 +28,7 @@ from healthcomp.core.auth import Principal
 from healthcomp.core.context import AppContext
 from healthcomp.core.errors import known_error_response
 from healthcomp.core.keys import valid_id
+from healthcomp.core.logs import note_records
 from healthcomp.engine import writes
 from healthcomp.leaderboard import service as leaderboard
 from healthcomp.live import socket as live
@@ -95,6 +96,10 @@ class Lean:
         ctx: AppContext = scope["app"].state.ctx
         principal = await _principal(ctx, scope)
         parsed = _parse_sync(raw) if principal is not None else None
+        if parsed is not None:
+            note_records(len(parsed.records) if isinstance(parsed, Batch) else 1)
+        else:
+            note_records(_record_count(raw))
         if principal is None or parsed is None:
             await self.app(scope, replay, send)
             return
@@ -183,6 +188,19 @@ def _parse_sync(raw: bytes) -> Any:
         return _SYNC_BODY.validate_python(orjson.loads(raw))
     except (orjson.JSONDecodeError, ValidationError):
         return None
+
+
+def _record_count(raw: bytes) -> int:
+    """How many records a body that did not validate carried, for the metrics: the
+    length of its `records` list, 1 for any other object, 0 for what is not JSON."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return 0
+    if isinstance(body, dict):
+        records = body.get("records")
+        return len(records) if isinstance(records, list) else 1
+    return 0
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 from healthcomp.core.embedded import (
     EMBEDDED_URL_ENV,
@@ -234,6 +235,12 @@ async def test_long_data_dir_falls_back_to_a_loopback_port_with_a_password(
 
 async def test_sigkill_of_the_server_recovers_by_itself(short_dir: Path) -> None:
     settings = embedded_settings(short_dir)
+    restarts = REGISTRY.get_sample_value("healthcomp_embedded_redis_restarts_total") or 0
+    reconnects_of = {"link": "commands"}
+    reconnects = REGISTRY.get_sample_value("healthcomp_redis_reconnects_total", reconnects_of)
+    unreachable_of = {"kind": "unreachable"}
+    unreachable = REGISTRY.get_sample_value("healthcomp_redis_errors_total", unreachable_of)
+    answered_503 = 0
     async with running_app(settings) as (app, client):
         embedded = app.state.ctx.embedded
         resp = await client.put(PROFILE, headers=auth(), json={"display_name": "Before Kill"})
@@ -263,6 +270,7 @@ async def test_sigkill_of_the_server_recovers_by_itself(short_dir: Path) -> None
             # bridge a restart, so the first request may succeed, but only if the
             # supervisor had spawned a new server by the time it was answered.
             assert set(statuses) <= {200, 503}, statuses
+            answered_503 += statuses.count(503)
             assert first.status_code == 503 or pid_by_then != old_pid, first.text
             assert first_took < 5
             assert ready == 200
@@ -275,6 +283,13 @@ async def test_sigkill_of_the_server_recovers_by_itself(short_dir: Path) -> None
             assert resp.json()["data"]["display_name"] == "Before Kill"
         new_pid = embedded.pid
     assert wait_dead(new_pid)
+    # In the metrics: both restarts, the pool's connections made again, each 503.
+    after = REGISTRY.get_sample_value("healthcomp_embedded_redis_restarts_total") or 0
+    assert after == restarts + 2
+    now = REGISTRY.get_sample_value("healthcomp_redis_reconnects_total", reconnects_of) or 0
+    assert now >= (reconnects or 0) + 1
+    errors = REGISTRY.get_sample_value("healthcomp_redis_errors_total", unreachable_of) or 0
+    assert errors - (unreachable or 0) >= answered_503
 
 
 async def test_acknowledged_syncs_survive_sigkill_of_the_server(short_dir: Path) -> None:

@@ -12,7 +12,7 @@ from healthcomp.core.auth import Principal
 from healthcomp.core.context import AppContext
 from healthcomp.core.errors import Forbidden, Unauthorized
 
-_bearer = HTTPBearer(auto_error=False, description="A Supabase access token (JWT).")
+bearer = HTTPBearer(auto_error=False, description="A Supabase access token (JWT).")
 
 
 async def get_ctx(request: Request) -> AppContext:
@@ -26,7 +26,7 @@ Ctx = Annotated[AppContext, Depends(get_ctx)]
 async def get_principal(
     ctx: Ctx,
     request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     try:
         principal = await _verify(ctx, request, credentials)

@@ -49,6 +49,8 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
+from healthcomp.core import metrics
+
 # Set by `healthcomp serve` for its workers: the URL of the embedded server it runs.
 EMBEDDED_URL_ENV = "HC_EMBEDDED_URL"
 
@@ -471,6 +473,7 @@ class EmbeddedRedis:
                 log.exception("embedded redis restart failed")
                 continue
             self.restarts += 1
+            metrics.EMBEDDED_RESTARTS.inc()
             log.warning("embedded redis restarted (%d restarts)", self.restarts)
 
     def _terminate(self, timeout: float) -> None:

@@ -36,6 +36,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import compile_path
 
+from healthcomp.core.logs import note_error
+
 log = logging.getLogger("healthcomp.errors")
 
 
@@ -197,6 +199,7 @@ def datastore_unavailable(exc: BaseException) -> bool:
 def error_body(
     status: int, error: str, message: str, details: Sequence[Any] | None = None
 ) -> bytes:
+    note_error(error)
     body: dict[str, Any] = {"success": False, "error": error, "message": message, "code": status}
     if details:
         body["details"] = list(details)
@@ -275,6 +278,7 @@ def _allowed_methods(request: Request) -> list[str]:
 
 def _unreachable(exc: Exception) -> Response:
     log.warning("redis unavailable: %s", exc)
+    _count_redis_error("unreachable")
     return error_response(
         503,
         "service_unavailable",
@@ -288,12 +292,21 @@ def _refused(exc: Exception) -> Response | None:
     if code is None:
         return None
     log.warning("redis refused a command (%s), answering 503: %s", code, exc)
+    _count_redis_error(code.lower())
     return error_response(
         503,
         "service_unavailable",
         "The datastore cannot take this request right now; try again shortly.",
         headers={"Retry-After": "2"},
     )
+
+
+def _count_redis_error(kind: str) -> None:
+    # Imported here, on this rare path: `healthcomp serve`'s parent imports this module
+    # before it has set the metrics' directory (cli.metrics_directory).
+    from healthcomp.core.metrics import REDIS_ERRORS
+
+    REDIS_ERRORS.labels(kind).inc()
 
 
 def _internal(exc: Exception) -> Response:

@@ -30,6 +30,7 @@ REQUEST: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
 )
 ACCESS = logging.getLogger("healthcomp.access")
 _ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 
 
 def note_user(user: str) -> None:
@@ -98,22 +99,37 @@ def configure(level: str, *, json: bool) -> None:
     root.setLevel("DEBUG" if level == "trace" else level.upper())
 
 
-def _route(scope: Scope) -> str:
+def _route(scope: Scope) -> tuple[str, bool]:
     """The route's template when the framework matched one (with the prefix of the
     router it was included under, which the route's own template lacks), else the
-    lean path's name for it, else the path itself."""
+    lean path's name for it, else the path itself; and whether it is a template (a
+    path no route serves must not become a metric's label: there is no end to them)."""
     path = str(scope.get("path", ""))
     template = getattr(scope.get("route"), "path_format", None)
     if isinstance(template, str):
         try:
             concrete = template.format(**scope.get("path_params", {}))
         except (KeyError, IndexError, ValueError):
-            return template
+            return template, True
         if path.endswith(concrete):
-            return path[: len(path) - len(concrete)] + template
-        return template
+            return path[: len(path) - len(concrete)] + template, True
+        return template, True
     named = scope.get("healthcomp.route")
-    return named if isinstance(named, str) else path
+    return (named, True) if isinstance(named, str) else (path, False)
+
+
+def note_error(code: str) -> None:
+    """The error code the request was answered with (for its access line and metrics)."""
+    state = REQUEST.get()
+    if state is not None:
+        state["error"] = code
+
+
+def note_records(count: int) -> None:
+    """How many activity records the request carried (a sync; for the metrics)."""
+    state = REQUEST.get()
+    if state is not None:
+        state["records"] = count
 
 
 class RequestLog:
@@ -122,6 +138,11 @@ class RequestLog:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Imported by the worker that builds the app, not by `healthcomp serve`'s parent
+        # before it has set the metrics' directory (cli.metrics_directory).
+        from healthcomp.core import metrics
+
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -130,7 +151,7 @@ class RequestLog:
         given = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
         rid = given.decode() if given is not None and _ID.match(given) else os.urandom(8).hex()
         header = (b"x-request-id", rid.encode())
-        state: dict[str, Any] = {"id": rid, "user": None}
+        state: dict[str, Any] = {"id": rid, "user": None, "error": None}
         token = REQUEST.set(state)
         status = 500
         started = time.perf_counter()
@@ -145,24 +166,54 @@ class RequestLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
+            method = scope["method"]
+            route, templated = _route(scope)
+            self._count(scope, method, route if templated else "unmatched", status, seconds, state)
             if ACCESS.isEnabledFor(logging.INFO):
-                ms = round((time.perf_counter() - started) * 1000, 2)
-                method, route = scope["method"], _route(scope)
+                ms = round(seconds * 1000, 2)
+                fields = {
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": ms,
+                    "user": state["user"],
+                }
+                if state["error"] is not None:
+                    fields["error"] = state["error"]
                 ACCESS.info(
-                    "%s %s %d %.2f ms %s",
+                    "%s %s %d %.2f ms %s%s",
                     method,
                     route,
                     status,
                     ms,
                     state["user"] or "-",
-                    extra={
-                        "fields": {
-                            "method": method,
-                            "route": route,
-                            "status": status,
-                            "duration_ms": ms,
-                            "user": state["user"],
-                        }
-                    },
+                    f" {state['error']}" if state["error"] else "",
+                    extra={"fields": fields},
                 )
             REQUEST.reset(token)
+
+    def _count(
+        self,
+        scope: Scope,
+        method: str,
+        route: str,
+        status: int,
+        seconds: float,
+        state: dict[str, Any],
+    ) -> None:
+        m = self.metrics
+        if method not in _METHODS:
+            method = "other"  # any token is a method to HTTP: no label per made-up one
+        m.HTTP_REQUESTS.labels(method, route, str(status)).inc()
+        m.HTTP_LATENCY.labels(method, route).observe(seconds)
+        if method == "POST" and scope["path"] == m.SYNC_PATH:
+            # How many records it carried when its body was read as JSON (the lean
+            # sync notes it); a body refused before (size, type) counts none.
+            records = state.get("records", 0)
+            accepted = status < 400
+            result = "accepted" if accepted else "rejected"
+            reason = "ok" if accepted else (state["error"] or str(status))
+            m.SYNCS.labels(result, reason).inc()
+            if records:
+                m.SYNC_RECORDS.labels(result, reason).inc(records)

@@ -68,6 +68,7 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from healthcomp.core import metrics
 from healthcomp.core.settings import Settings
 
 log = logging.getLogger("healthcomp.redis")
@@ -104,10 +105,17 @@ class _MarksNotSent(AbstractConnection):
     async def connect_check_health(
         self, check_health: bool = True, retry_socket_connect: bool = True
     ) -> None:
+        fresh = not self.is_connected
         with _before_sending():
             await super().connect_check_health(
                 check_health=check_health, retry_socket_connect=retry_socket_connect
             )
+        if fresh:
+            # A pool keeps its connection objects: one that connects a second time
+            # lost its connection (a restart, a failover, a timeout) and made it again.
+            if getattr(self, "_hc_was_open", False):
+                metrics.REDIS_RECONNECTS.labels("commands").inc()
+            self._hc_was_open = True
 
     async def check_health(self) -> None:
         with _before_sending():

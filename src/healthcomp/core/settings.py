@@ -257,11 +257,19 @@ class Settings(BaseSettings):
         validation_alias="HC_DEMO",
         description="Seed the demo competition when `healthcomp serve` starts, as `--demo` does.",
     )
-    metrics_public: bool = Field(
-        True,
-        validation_alias="HC_METRICS_PUBLIC",
-        description="Whether `/metrics` is served to callers without a token (not read "
-        "yet: this build serves no `/metrics`).",
+    metrics: Literal["public", "protected", "off"] | None = Field(
+        None,
+        validation_alias="HC_METRICS",
+        description="`/metrics`: `public` (no token), `protected` (a service-role token, or "
+        "`HC_METRICS_TOKEN`, as a bearer) or `off` (404); unset, public "
+        "in development and protected in production.",
+    )
+    metrics_token: str | None = Field(
+        None,
+        validation_alias="HC_METRICS_TOKEN",
+        description="A bearer token for a Prometheus scraper when `/metrics` is protected "
+        "(compared in constant time); 16 characters or more.",
+        min_length=16,
     )
     max_open_competitions: int = Field(
         20,
@@ -318,7 +326,14 @@ class Settings(BaseSettings):
             raise ValueError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         return value
 
-    @field_validator("redis_url", "supabase_url", "supabase_jwt_secret", "jwks_url", mode="before")
+    @field_validator(
+        "redis_url",
+        "supabase_url",
+        "supabase_jwt_secret",
+        "jwks_url",
+        "metrics_token",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -342,6 +357,12 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.environment == "production"
+
+    @property
+    def metrics_mode(self) -> Literal["public", "protected", "off"]:
+        if self.metrics is not None:
+            return self.metrics
+        return "protected" if self.is_production else "public"
 
     @property
     def effective_jwks_url(self) -> str | None:
@@ -419,6 +440,9 @@ def _accepted(name: str, field: FieldInfo) -> str:
     if name in _ACCEPTED_BY_VALIDATOR:
         return _ACCEPTED_BY_VALIDATOR[name]
     annotation = field.annotation
+    choices = [a for a in get_args(annotation) if a is not type(None)]
+    if len(choices) == 1 and type(None) in get_args(annotation):
+        annotation = choices[0]  # optional: unset is in the default column
     if get_origin(annotation) is Literal:
         return " \\| ".join(f"`{choice}`" for choice in get_args(annotation))
     if annotation is bool:

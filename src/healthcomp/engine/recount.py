@@ -20,6 +20,7 @@ import os
 import uuid
 from typing import Any
 
+from healthcomp.core import metrics
 from healthcomp.core.context import AppContext
 from healthcomp.engine import scripts, writes
 from healthcomp.engine.codes import Reply
@@ -48,6 +49,7 @@ async def run(ctx: AppContext, cid: str, now_ms: int) -> bool:
         return False
     rules, cursor, total = int(lease[1]), int(lease[2]), int(lease[3])
     window = (str(lease[4]), str(lease[5]), int(lease[6]))
+    metrics.RECOUNT_JOBS.labels("resumed" if cursor else "started").inc()
     while cursor < total:
         users = [
             str(u) for u in await ctx.r.lrange(k.recount_list(cid), cursor, cursor + chunk - 1)
@@ -56,7 +58,9 @@ async def run(ctx: AppContext, cid: str, now_ms: int) -> bool:
             break
         steps = await asyncio.gather(*(_step(ctx, cid, u, rules, window, now_ms) for u in users))
         if any(code is Reply.STALE for code in steps):
+            metrics.RECOUNT_JOBS.labels("superseded").inc()
             return True  # a newer edit owns the competition's recount now
+        metrics.RECOUNT_PARTICIPANTS.inc(len(users))
         cursor += len(users)
         res = await scripts.RECOUNT_CURSOR(ctx, [k.recount(cid)], [rules, cursor])
         if Reply(int(res[0])) is not Reply.OK:
@@ -66,6 +70,7 @@ async def run(ctx: AppContext, cid: str, now_ms: int) -> bool:
             # Finished by the last step, or superseded.
             break
     if await ctx.r.hget(k.recount(cid), "state") != "running":
+        metrics.RECOUNT_JOBS.labels("finished").inc()
         await ctx.r.srem(k.recounts(), cid)
     return True
 

@@ -619,7 +619,7 @@ return {OK, e.sc, rank, prev_rank, cjson.encode(before), cjson.encode(after), ve
 
 # KEYS: meta, audit, ev, parts, ledger, outbox
 # ARGV: cid, actor, is_service, now, reason, now as RFC 3339
-# -> {OK, event_id} | {NO_COMPETITION} | {CLOSED} | {ENDED}
+# -> {OK, event_id, refunds, refunded cents, currency} | {NO_COMPETITION} | {CLOSED} | {ENDED}
 # An organizer cancels before the end; the service role until finalization. With the
 # cancel, all at once: every entry fee an active participation owes goes back, as a
 # ledger of refunds and their outbox entries (as a distribution's; engine.finalize).
@@ -637,7 +637,7 @@ redis.call('RPUSH', KEYS[2], cjson.encode({at = now, by = ARGV[2], action = 'can
   reason = ARGV[5], event_id = ver}))
 local doc = cjson.decode(m[3])
 local currency = doc.currency or 'USD'
-local total, active, all = 0, 0, redis.call('HGETALL', KEYS[4])
+local total, refunds, active, all = 0, 0, 0, redis.call('HGETALL', KEYS[4])
 for i = 1, #all, 2 do
   local p = cjson.decode(all[i + 1])
   if p.state == 'active' then
@@ -645,6 +645,7 @@ for i = 1, #all, 2 do
     local fee = p.fee_cents or 0
     if fee > 0 then
       total = total + fee
+      refunds = refunds + 1
       -- The id as model.payout_id makes it.
       local line = cjson.encode({id = cid .. ':refund:' .. all[i], kind = 'refund',
         user_id = all[i], user_name = cjson.null, rank = cjson.null, places = cjson.null,
@@ -661,7 +662,7 @@ redis.call('HSET', KEYS[5], 'summary', cjson.encode({competition_id = cid,
   percentages = payout.percentages or cjson.null, participants = active,
   outcome = 'refunds', refund_reason = 'cancelled', event_id = ver,
   finalized_at = ARGV[6]}))
-return {OK, ver}
+return {OK, ver, refunds, total, currency}
 """,
 )
 

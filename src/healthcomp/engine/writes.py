@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisClusterException, RedisError
 
+from healthcomp.core import metrics
 from healthcomp.core.clock import from_ms
 from healthcomp.core.context import AppContext
 from healthcomp.engine import scripts
@@ -159,7 +160,14 @@ async def cancel(
     ]
     args = [cid, actor, "1" if is_service else "0", now_ms, reason, from_ms(now_ms)]
     res = await scripts.CANCEL(ctx, keys, args)
-    return Reply(int(res[0]))
+    code = Reply(int(res[0]))
+    if code is Reply.OK:
+        refunds, cents, currency = int(res[2]), int(res[3]), str(res[4])
+        metrics.DISTRIBUTIONS.labels("cancelled").inc()
+        if refunds:
+            metrics.PAYOUTS.labels("refund", currency).inc(refunds)
+            metrics.PAYOUT_CENTS.labels("refund", currency).inc(cents)
+    return code
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from typing import Any
 from redis.asyncio.connection import AbstractConnection
 from starlette.types import Send
 
+from healthcomp.core import metrics
 from healthcomp.core.auth import SERVICE, Principal
 from healthcomp.core.context import AppContext
 from healthcomp.engine import reads
@@ -210,8 +211,10 @@ class Client:
             board_sent = board[0]
         if self.beat < room.beat:
             parts.append(room.beat_frame.wire)
-        if parts and not self.write[0](parts[0] if len(parts) == 1 else b"".join(parts)):
-            return False
+        if parts:
+            if not self.write[0](parts[0] if len(parts) == 1 else b"".join(parts)):
+                return False
+            metrics.DELIVERED.pending += 1
         self.cursor, self.board_sent, self.beat = cursor, board_sent, room.beat
         self.catching_up = False
         return True
@@ -226,6 +229,7 @@ class Client:
             while not write(out.wire):
                 await writable()
         self.sending_since = 0.0
+        metrics.DELIVERED.pending += 1
 
     async def pump(self, hub: Hub) -> None:
         """Send what this client has not had yet, until it closes. Raises `Closing`."""
@@ -381,6 +385,10 @@ class Room:
         self._advanced()
 
     def _take(self, data: dict[str, Any]) -> None:
+        metrics.LIVE_EVENTS.inc()
+        at = data.get("at")
+        if at is not None:
+            metrics.LIVE_LAG.observe(max(0.0, time.time() - int(at) / 1000))
         delivered = Delivered(data)
         self.ring.append(delivered)
         self.last = delivered.event_id
@@ -645,6 +653,7 @@ class Hub:
         since_beat = 0.0
         while True:
             await asyncio.sleep(check)
+            metrics.flush()
             since_beat += check
             beat = since_beat >= period
             if beat:
@@ -667,10 +676,12 @@ class Hub:
 
     def opened(self) -> None:
         self.connections += 1
+        metrics.WS_OPEN.inc()
         self._none_left.clear()
 
     def closed(self) -> None:
         self.connections -= 1
+        metrics.WS_OPEN.dec()
         if self.connections <= 0:
             self._none_left.set()
 
@@ -768,6 +779,7 @@ class _Link:
                 if self.channels:
                     await conn.send_command(self.sub, *sorted(self.channels))
                 if not first:
+                    metrics.REDIS_RECONNECTS.labels("events").inc()
                     self.hub.refill(set(self.channels))
                 first = False
                 delay = 0.1
@@ -776,6 +788,7 @@ class _Link:
                 raise
             except Exception as exc:
                 log.warning("the live events link dropped (%s); reconnecting", exc)
+                metrics.REDIS_ERRORS.labels("events_link").inc()
             finally:
                 self.conn = None
                 with contextlib.suppress(Exception):

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from healthcomp.core import ratelimit
+from healthcomp.core import metrics, ratelimit
 from healthcomp.core.context import AppContext
 from healthcomp.core.deps import reject
 from healthcomp.core.errors import AppError, Unauthorized, ValidationFailed, known_error_response
@@ -273,6 +273,7 @@ async def _refuse(send: Send, exc: BaseException, subprotocol: str | None) -> No
     """Accept only to say why, then close: a browser sees the close code and frame,
     never an HTTP status."""
     code, frame = _refusal(exc)
+    metrics.WS_REFUSED.labels(str(orjson.loads(frame).get("error", "internal_error"))).inc()
     await send({"type": "websocket.accept", "subprotocol": subprotocol})
     await send(_text(frame))
     await _close(send, code, frame_reason(frame))

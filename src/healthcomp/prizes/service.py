@@ -12,6 +12,7 @@ from healthcomp.competitions import repo
 from healthcomp.competitions import service as competitions
 from healthcomp.competitions.access import not_found
 from healthcomp.competitions.model import Stored
+from healthcomp.core import metrics
 from healthcomp.core.clock import rfc3339, to_ms
 from healthcomp.core.context import AppContext
 from healthcomp.core.errors import Conflict, ServiceUnavailable, ValidationFailed
@@ -228,9 +229,20 @@ async def distribute(ctx: AppContext, stored: Stored) -> dict[str, Any]:
         )
         if code is Reply.NO_COMPETITION:
             raise not_found(cid)
+        if code is Reply.OK:
+            _count(str(summary["outcome"]), lines)
         # OK: done (read back below); CLOSED: another call finalized (or cancelled) it
         # meanwhile; STALE: the board moved since it was read. Each goes round again.
     raise ServiceUnavailable("The competition kept changing while it was being finalized; retry.")
+
+
+def _count(outcome: str, lines: list[dict[str, Any]]) -> None:
+    """A ledger this call wrote, in the metrics."""
+    metrics.DISTRIBUTIONS.labels(outcome).inc()
+    for line in lines:
+        if line["amount_cents"] > 0:
+            metrics.PAYOUTS.labels(line["kind"], line["currency"]).inc()
+            metrics.PAYOUT_CENTS.labels(line["kind"], line["currency"]).inc(line["amount_cents"])
 
 
 async def _ledger(
