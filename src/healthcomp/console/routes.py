@@ -32,7 +32,7 @@ _PAGE_HEADERS = {
     "Cache-Control": "no-cache",
     # Only this service: the page, its assets, the API and the WebSocket.
     "Content-Security-Policy": (
-        "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+        "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
         "style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
