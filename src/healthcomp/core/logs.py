@@ -205,8 +205,8 @@ class RequestLog:
         m = self.metrics
         if method not in _METHODS:
             method = "other"  # any token is a method to HTTP: no label per made-up one
-        m.HTTP_REQUESTS.labels(method, route, str(status)).inc()
-        m.HTTP_LATENCY.labels(method, route).observe(seconds)
+        m.REQUESTS.add((method, route, status))
+        m.LATENCY.observe((method, route), seconds)
         if method == "POST" and scope["path"] == m.SYNC_PATH:
             # How many records it carried when its body was read as JSON (the lean
             # sync notes it); a body refused before (size, type) counts none.
@@ -214,6 +214,6 @@ class RequestLog:
             accepted = status < 400
             result = "accepted" if accepted else "rejected"
             reason = "ok" if accepted else (state["error"] or str(status))
-            m.SYNCS.labels(result, reason).inc()
+            m.SYNC_COUNTS.add((result, reason))
             if records:
-                m.SYNC_RECORDS.labels(result, reason).inc(records)
+                m.RECORD_COUNTS.add((result, reason), records)

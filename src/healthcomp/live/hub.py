@@ -214,7 +214,7 @@ class Client:
         if parts:
             if not self.write[0](parts[0] if len(parts) == 1 else b"".join(parts)):
                 return False
-            metrics.DELIVERED.pending += 1
+            metrics.DELIVERED.add(())
         self.cursor, self.board_sent, self.beat = cursor, board_sent, room.beat
         self.catching_up = False
         return True
@@ -229,7 +229,7 @@ class Client:
             while not write(out.wire):
                 await writable()
         self.sending_since = 0.0
-        metrics.DELIVERED.pending += 1
+        metrics.DELIVERED.add(())
 
     async def pump(self, hub: Hub) -> None:
         """Send what this client has not had yet, until it closes. Raises `Closing`."""
@@ -653,7 +653,6 @@ class Hub:
         since_beat = 0.0
         while True:
             await asyncio.sleep(check)
-            metrics.flush()
             since_beat += check
             beat = since_beat >= period
             if beat:
