@@ -161,6 +161,8 @@ def seed_demo_sync(settings: Settings, *, print_token: bool = False) -> None:
         f'  curl -s -H "Authorization: Bearer $TOKEN" "{base}/api/v1/leaderboard/{DEMO_ID}'
         '?around=me&limit=5"\n'
         f'  curl -s -H "Authorization: Bearer $TOKEN" {base}/api/v1/users/me\n'
+        f"\nLive console, signed in as {DEMO_USER}:\n\n  {base}/console#token={token}"
+        f"&competition={DEMO_ID}\n"
         f"\nInteractive docs: {base}/docs\n"
         "Stop the server with Ctrl+C; `make reset` (stopped) deletes its data and the "
         "next `make run` seeds the demo again.\n",
