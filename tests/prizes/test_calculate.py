@@ -48,9 +48,7 @@ async def test_the_pool_is_base_plus_fees_minus_rake(
     client: httpx.AsyncClient, ctx: AppContext
 ) -> None:
     steps = {"a": 3000, "b": 2000, "c": 1000, "d": 500}
-    await field(
-        client, "fees", steps, entry_fee_cents=1000, prize_pool_cents=500, rake_percent="2.5"
-    )
+    await field(client, "fees", steps, entry_fee_cents=1000, prize_pool_cents=500, rake_percent=2.5)
     data = await preview(client, "fees", "a")
     assert (data["entry_fees_cents"], data["rake_cents"], data["prize_pool_cents"]) == (
         4000,

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
+from healthcomp.core.inputs import JsonInt, JsonNumber
 from healthcomp.core.keys import ID_PATTERN
 from healthcomp.leaderboard.schemas import UserStanding
 
@@ -35,10 +36,10 @@ class Record(BaseModel):
     user_id: UserId | None = None
     competition_id: Annotated[str, Field(pattern=ID_PATTERN)] | None = None
     date: dt.date = Field(examples=["2026-11-10", "2026-11-10T21:30:00-08:00"])
-    steps: int = Field(0, ge=0, le=100_000)
-    distance: float = Field(0, ge=0, le=250_000, description="metres")
-    calories: float = Field(0, ge=0, le=15_000, description="kcal")
-    active_minutes: int = Field(0, ge=0, le=1_440)
+    steps: JsonInt = Field(0, ge=0, le=100_000)
+    distance: JsonNumber = Field(0, ge=0, le=250_000, description="metres")
+    calories: JsonNumber = Field(0, ge=0, le=15_000, description="kcal")
+    active_minutes: JsonInt = Field(0, ge=0, le=1_440)
     source: str = Field("google_fit", pattern=SOURCE_PATTERN)
 
     _day = field_validator("date", mode="before")(_local_day)

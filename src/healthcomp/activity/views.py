@@ -7,6 +7,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from healthcomp.activity import service, stats
+from healthcomp.activity.service import EARLIEST_DAY
 from healthcomp.analytics import service as analytics
 from healthcomp.competitions import access
 from healthcomp.competitions.model import Stored
@@ -27,7 +28,7 @@ def _day(name: str, value: str | None) -> date | None:
     if value is None:
         return None
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise ValidationFailed(
             f"'{name}' is not a calendar day.",
@@ -35,6 +36,12 @@ def _day(name: str, value: str | None) -> date | None:
                 {"field": name, "message": "not a valid YYYY-MM-DD day", "type": "value_error"}
             ],
         ) from None
+    if day < EARLIEST_DAY:  # no activity is kept before it (SPEC §6.1)
+        raise ValidationFailed(
+            f"'{name}' is before {EARLIEST_DAY}, the first day activity is kept for.",
+            details=[{"field": name, "message": f"before {EARLIEST_DAY}", "type": "value_error"}],
+        )
+    return day
 
 
 async def check_access(

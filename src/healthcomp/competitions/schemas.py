@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
+from healthcomp.core.inputs import CleanName, CleanText, JsonDecimal, JsonInt
 from healthcomp.core.keys import ID_PATTERN
 from healthcomp.core.money import ISO_4217
 
@@ -31,7 +32,7 @@ CompetitionId = Annotated[str, Field(pattern=ID_PATTERN, examples=["nov-10k"])]
 class TopN(BaseModel):
     model_config = ConfigDict(extra="forbid")
     scheme: Literal["top_n"] = "top_n"
-    percentages: list[Decimal] = Field(
+    percentages: list[JsonDecimal] = Field(
         default_factory=lambda: [Decimal(60), Decimal(30), Decimal(10)],
         min_length=1,
         max_length=100,
@@ -67,8 +68,8 @@ Payout = Annotated[TopN | WinnerTakesAll | QualifiersSplit, Field(discriminator=
 
 class Goal(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    daily_target: int = Field(gt=0, le=250_000, examples=[10_000])
-    min_days: int = Field(ge=1, le=MAX_WINDOW_DAYS, examples=[20])
+    daily_target: JsonInt = Field(gt=0, le=250_000, examples=[10_000])
+    min_days: JsonInt = Field(ge=1, le=MAX_WINDOW_DAYS, examples=[20])
 
 
 _CURRENCIES: list[JsonValue] = [*sorted(ISO_4217)]
@@ -85,23 +86,23 @@ class _Rules(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, min_length=1, max_length=120)
-    description: str | None = Field(None, max_length=2000)
+    name: CleanName | None = Field(None, min_length=1, max_length=120)
+    description: CleanText | None = Field(None, max_length=2000)
     metric: Metric | None = None
     start_date: date | None = None
     end_date: date | None = None
     format: Literal["ranked", "goal"] | None = None
     goal: Goal | None = None
-    entry_fee_cents: int | None = Field(None, ge=0, le=MAX_CENTS)
+    entry_fee_cents: JsonInt | None = Field(None, ge=0, le=MAX_CENTS)
     currency: str | None = Field(
         None, pattern=r"^[A-Z]{3}$", json_schema_extra={"enum": _CURRENCIES}
     )
-    prize_pool_cents: int | None = Field(None, ge=0, le=MAX_CENTS)
-    rake_percent: Decimal | None = Field(None, ge=0, le=100, decimal_places=2)
+    prize_pool_cents: JsonInt | None = Field(None, ge=0, le=MAX_CENTS)
+    rake_percent: JsonDecimal | None = Field(None, ge=0, le=100, decimal_places=2)
     payout: Payout | None = None
-    min_participants: int | None = Field(None, ge=1, le=1_000_000)
-    max_participants: int | None = Field(None, ge=1, le=10_000_000)
-    grace_hours: int | None = Field(None, ge=0, le=168)
+    min_participants: JsonInt | None = Field(None, ge=1, le=1_000_000)
+    max_participants: JsonInt | None = Field(None, ge=1, le=10_000_000)
+    grace_hours: JsonInt | None = Field(None, ge=0, le=168)
     visibility: Visibility | None = None
 
     @field_validator("currency")
@@ -122,17 +123,17 @@ class _Rules(BaseModel):
 
 class CompetitionCreate(_Rules):
     id: CompetitionId | None = None
-    name: str = Field(min_length=1, max_length=120, examples=["November 10k a day"])
+    name: CleanName = Field(min_length=1, max_length=120, examples=["November 10k a day"])
     metric: Metric = "steps"
     start_date: date = Field(examples=["2026-11-01"])
     end_date: date = Field(examples=["2026-11-30"])
     format: Literal["ranked", "goal"] = "ranked"
-    entry_fee_cents: int = Field(0, ge=0, le=MAX_CENTS)
+    entry_fee_cents: JsonInt = Field(0, ge=0, le=MAX_CENTS)
     currency: str = Field("USD", pattern=r"^[A-Z]{3}$", json_schema_extra={"enum": _CURRENCIES})
-    prize_pool_cents: int = Field(0, ge=0, le=MAX_CENTS)
-    rake_percent: Decimal = Field(Decimal(0), ge=0, le=100, decimal_places=2)
-    min_participants: int = Field(1, ge=1, le=1_000_000)
-    grace_hours: int = Field(24, ge=0, le=168)
+    prize_pool_cents: JsonInt = Field(0, ge=0, le=MAX_CENTS)
+    rake_percent: JsonDecimal = Field(Decimal(0), ge=0, le=100, decimal_places=2)
+    min_participants: JsonInt = Field(1, ge=1, le=1_000_000)
+    grace_hours: JsonInt = Field(24, ge=0, le=168)
     visibility: Visibility = Field(
         "private",
         description="private: the board and its participants only for participants, the "

@@ -24,6 +24,7 @@ from healthcomp.core.errors import (
     ValidationFailed,
     validation_details,
 )
+from healthcomp.core.inputs import STORED
 from healthcomp.engine import reads, recount, rules, writes
 from healthcomp.engine.codes import Reply
 from healthcomp.users import repo as users_repo
@@ -245,7 +246,9 @@ async def update(
         merged = _with_default_payout({**stored.doc, **changes})
         try:
             fields = CompetitionCreate.model_fields
-            CompetitionCreate.model_validate({k: v for k, v in merged.items() if k in fields})
+            CompetitionCreate.model_validate(
+                {k: v for k, v in merged.items() if k in fields}, context=STORED
+            )
         except ValidationError as exc:
             raise ValidationFailed(
                 "The edited competition is not valid.", details=validation_details(exc.errors())

@@ -22,6 +22,7 @@ import jwt
 from jwt import PyJWK
 
 from healthcomp.core.errors import Forbidden, ServiceUnavailable, Unauthorized
+from healthcomp.core.inputs import without_unseen
 from healthcomp.core.keys import valid_id
 from healthcomp.core.logs import note_user
 from healthcomp.core.settings import Settings
@@ -64,10 +65,17 @@ class Principal:
             raise Forbidden("You can only act on your own account.")
 
     def default_name(self) -> str:
-        if self.full_name:
-            return self.full_name
-        if self.email and "@" in self.email:
-            return self.email.split("@", 1)[0]
+        """The name a user gets until they set one: from the token's metadata or email,
+        without the control and bidirectional-override characters a name refuses, at
+        most 80 characters (as a display name)."""
+        for candidate in (
+            self.full_name,
+            self.email.split("@", 1)[0] if self.email and "@" in self.email else None,
+        ):
+            if candidate:
+                cleaned = " ".join(without_unseen(candidate).split())[:80].strip()
+                if cleaned:
+                    return cleaned
         return self.user_id or "service"
 
 

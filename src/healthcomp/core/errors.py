@@ -231,6 +231,16 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _printable(text: str) -> str:
+    """Text that can be encoded as JSON: an unpaired surrogate (which JSON's \\u escapes
+    can put in a key or a value) becomes U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
+    return text
+
+
 def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
     """Pydantic errors as `{field, message, type}` items, the field as a dotted path."""
     out: list[dict[str, Any]] = []
@@ -239,8 +249,8 @@ def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
         skip = ("body", "query", "path", "batch", "record")
         loc = [str(p) for p in err.get("loc", ()) if p not in skip]
         item: dict[str, Any] = {
-            "field": ".".join(loc) or None,
-            "message": str(err.get("msg", "invalid")),
+            "field": _printable(".".join(loc)) or None,
+            "message": _printable(str(err.get("msg", "invalid"))),
             "type": str(err.get("type", "invalid")),
         }
         if err.get("type") == "json_invalid":
@@ -250,8 +260,13 @@ def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
             )
         elif "input" in err and err.get("type") != "missing":
             value = _jsonable(err["input"])
-            # Echo a small input back; never a whole 400-record batch.
-            if len(orjson.dumps(value)) <= 200:
+            # Echo a small input back; never a whole 400-record batch, and never what
+            # JSON cannot carry back (an integer beyond 64 bits, an unpaired surrogate).
+            try:
+                echo = orjson.dumps(value)
+            except (orjson.JSONEncodeError, TypeError):
+                echo = None
+            if echo is not None and len(echo) <= 200:
                 item["input"] = value
         out.append(item)
     return out

@@ -4,6 +4,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from healthcomp.core.inputs import CleanText, JsonInt, JsonNumber
 from healthcomp.core.keys import ID_PATTERN
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
@@ -43,12 +44,12 @@ class ScoreUpdate(BaseModel):
 
     user_id: Id
     competition_id: Id
-    steps: int | None = Field(None, ge=0, le=100_000 * 366)
-    distance: float | None = Field(None, ge=0, le=250_000 * 366)
-    calories: float | None = Field(None, ge=0, le=15_000 * 366)
-    active_minutes: int | None = Field(None, ge=0, le=1_440 * 366)
-    goal_days: int | None = Field(None, ge=0, le=366, description="Goal competitions only")
-    reason: str = Field("trusted score write", max_length=500)
+    steps: JsonInt | None = Field(None, ge=0, le=100_000 * 366)
+    distance: JsonNumber | None = Field(None, ge=0, le=250_000 * 366)
+    calories: JsonNumber | None = Field(None, ge=0, le=15_000 * 366)
+    active_minutes: JsonInt | None = Field(None, ge=0, le=1_440 * 366)
+    goal_days: JsonInt | None = Field(None, ge=0, le=366, description="Goal competitions only")
+    reason: CleanText = Field("trusted score write", max_length=500)
 
 
 class ScoreUpdateResult(BaseModel):

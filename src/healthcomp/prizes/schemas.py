@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from healthcomp.core.inputs import Amount
+
 
 class CalculateBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    prize_pool: Decimal | None = Field(
+    prize_pool: Amount | None = Field(
         None,
         description=(
             "Preview another pool: an amount in the competition's currency (at most its "

@@ -5,15 +5,14 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+from healthcomp.core.inputs import refuse_unseen
 
 
 def _clean_name(value: str) -> str:
+    refuse_unseen(value)
     value = " ".join(value.split())
     if not value:
         raise ValueError("must not be blank")
-    if _CONTROL.search(value):
-        raise ValueError("must not contain control characters")
     return value
 
 
