@@ -195,3 +195,22 @@ async def test_history_days_before_2000_are_refused(client: httpx.AsyncClient, q
     resp = await client.get(f"{API}/fitness/history/h?{query}", headers=auth("h"))
     body = assert_error(resp, 422, "validation_error")
     assert "2000-01-01" in body["message"]
+
+
+@pytest.mark.parametrize("offset", ["+23:59", "-14:30", "+14:01", "-23:00"])
+async def test_offsets_beyond_14_hours_are_refused(client: httpx.AsyncClient, offset: str) -> None:
+    body = {"date": f"{DAY}T10:00:00{offset}", "steps": 10, "source": "w"}
+    resp = await client.post(SYNC, json=body, headers=auth("off"))
+    details = assert_error(resp, 422, "validation_error")["details"]
+    assert details[0]["field"] == "date" and "14:00" in details[0]["message"]
+    assert await _stored_days(client, "off") == []
+
+
+@pytest.mark.parametrize("offset", ["+14:00", "-12:00", "Z", "+05:45", ""])
+async def test_offsets_on_earth_take_their_local_day(
+    client: httpx.AsyncClient, offset: str
+) -> None:
+    body = {"date": f"{DAY}T23:30:00{offset}", "steps": 10, "source": "w"}
+    resp = await client.post(SYNC, json=body, headers=auth("on"))
+    assert resp.status_code == 200, resp.text
+    assert len(await _stored_days(client, "on")) == 1

@@ -16,16 +16,25 @@ SOURCE_PATTERN = r"^[A-Za-z0-9_.-]{1,32}$"
 UserId = Annotated[str, Field(pattern=ID_PATTERN)]
 
 
+# The offsets clocks on Earth use: UTC-12:00 to UTC+14:00 (SPEC §6.1 allows ±14:00).
+MAX_OFFSET = dt.timedelta(hours=14)
+
+
 def _local_day(value: Any) -> Any:
-    """A bare date, or a datetime whose own (local) calendar date is taken."""
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, str) and len(value) > 10:
+    """A bare date, or a datetime whose own (local) calendar date is taken; its UTC
+    offset, when it has one, within ±14:00."""
+    moment: dt.datetime | None = value if isinstance(value, dt.datetime) else None
+    if moment is None and isinstance(value, str) and len(value) > 10:
         try:
-            return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).date()
+            moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             return value
-    return value
+    if moment is None:
+        return value
+    offset = moment.utcoffset()
+    if offset is not None and abs(offset) > MAX_OFFSET:
+        raise ValueError("a UTC offset must be within ±14:00")
+    return moment.date()
 
 
 class Record(BaseModel):
