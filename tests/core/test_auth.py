@@ -829,3 +829,21 @@ def test_token_command_refuses_when_the_server_would_not_accept_its_tokens(
     assert "SUPABASE_URL is set" in str(stopped.value.code)
     assert not (tmp_path / "data" / "jwt-secret").exists()
     assert capsys.readouterr().out == ""
+
+
+async def test_a_token_over_16_kib_is_refused_before_it_is_decoded(
+    client: httpx.AsyncClient,
+) -> None:
+    """SPEC §3: even a correctly signed token is refused when it is this long; the
+    refusal names the bound (a forged multi-megabyte token took seconds to decode)."""
+    now = int(time.time())
+    claims = {"sub": "big", "role": "authenticated", "aud": "authenticated", "exp": now + 600}
+    fits = jwt.encode({**claims, "pad": "x" * 12_000}, TEST_SECRET, algorithm="HS256")
+    too_long = jwt.encode({**claims, "pad": "x" * 13_000}, TEST_SECRET, algorithm="HS256")
+    assert len(fits) <= 16 * 1024 < len(too_long)
+    ok = await client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {fits}"})
+    assert ok.status_code == 200, ok.text
+    for path in ("/api/v1/users/me", "/api/v1/leaderboard/any"):  # framework and lean paths
+        resp = await client.get(path, headers={"Authorization": f"Bearer {too_long}"})
+        body = assert_error(resp, 401, "unauthorized")
+        assert "16 KiB" in body["message"]

@@ -209,6 +209,9 @@ class KeySourceMissing(RuntimeError):
 # token). A longer token is verified every time rather than held.
 TOKEN_CACHE_SIZE = 4096
 TOKEN_CACHE_MAX_LENGTH = 4096
+# SPEC §3: a longer token is refused before anything of it is decoded (a real Supabase
+# access token is about a kilobyte; a forged one of megabytes cost seconds to decode).
+MAX_TOKEN_LENGTH = 16 * 1024
 
 
 class Authenticator:
@@ -274,6 +277,8 @@ class Authenticator:
         A token checked with a key of the JWKS is verified again once the key set it
         was checked against is refetched or too old, so a key withdrawn from the set
         stops working exactly when it would without this cache."""
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise Unauthorized(f"The token is longer than {MAX_TOKEN_LENGTH // 1024} KiB.")
         hit = self._verified.get(token)
         if hit is not None:
             principal, until, keyset = hit
