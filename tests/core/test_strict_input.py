@@ -214,3 +214,22 @@ async def test_offsets_on_earth_take_their_local_day(
     resp = await client.post(SYNC, json=body, headers=auth("on"))
     assert resp.status_code == 200, resp.text
     assert len(await _stored_days(client, "on")) == 1
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "field"),
+    [("9999-12-30", "9999-12-31", "start_date"), ("2026-11-20", "3000-01-01", "end_date")],
+)
+async def test_competition_days_past_the_year_2999_are_refused(
+    client: httpx.AsyncClient, start: str, end: str, field: str
+) -> None:
+    """Found by a fuzz run: the deadline of a competition ending on 9999-12-31 could
+    not be computed (500)."""
+    body = {"name": "Far", "start_date": start, "end_date": end}
+    resp = await client.post(f"{API}/competitions", json=body, headers=SERVICE_AUTH)
+    details = assert_error(resp, 422, "validation_error")["details"]
+    assert details[0]["field"] == field and "2999-12-31" in details[0]["message"]
+    await create_comp(client, "soon", start_date="2026-11-20", end_date="2026-11-25")
+    patch = {"end_date": "9999-12-31"}
+    resp = await client.patch(f"{API}/competitions/soon", json=patch, headers=auth("org"))
+    assert_error(resp, 422, "validation_error")

@@ -23,6 +23,8 @@ DAILY_CAPS: dict[str, int] = {
     "active_minutes": 1_440,
 }
 MAX_WINDOW_DAYS = 366
+# The days a competition may run on: activity is kept from 2000-01-01 (SPEC §6.1).
+EARLIEST_DATE, LATEST_DATE = date(2000, 1, 1), date(2999, 12, 31)
 MAX_CENTS = 10**12
 Status = Literal["upcoming", "active", "ended", "finalized", "cancelled"]
 Visibility = Literal["private", "public"]
@@ -157,6 +159,13 @@ def rule_errors(doc: dict[str, Any]) -> list[dict[str, str]]:
     if isinstance(start, str):
         start, end = date.fromisoformat(start), date.fromisoformat(end)
     days = (end - start).days + 1
+    for field, day in (("start_date", start), ("end_date", end)):
+        if not EARLIEST_DATE <= day <= LATEST_DATE:
+            # Past the calendar's end, the deadline (the end plus a day plus the
+            # grace period) cannot even be computed: a 500 before.
+            bad(field, f"{field} must be between {EARLIEST_DATE} and {LATEST_DATE}")
+    if errors:
+        return errors
     if end < start:
         bad("end_date", "end_date must not be before start_date")
     elif days > MAX_WINDOW_DAYS:
