@@ -113,6 +113,7 @@ def start_service(
         "SUPABASE_JWT_SECRET": secret,
         "LOG_LEVEL": "warning",
         "HC_RATE_LIMIT_USER": RATE_LIMIT,
+        "HC_RATE_LIMIT_USER_BURST": RATE_LIMIT,
         "HC_RATE_LIMIT_IP": RATE_LIMIT,
     }
     cmd = [sys.executable, "-m", "healthcomp", "serve", "--host", HOST, "--port", str(free_port())]

@@ -103,3 +103,21 @@ async def test_zero_turns_a_limit_off(tmp_path: Path, redis_url: str) -> None:
             assert (await client.get(ME, headers=auth("ann"))).status_code == 200
         ctx = app.state.ctx
         assert not [k async for k in ctx.r.scan_iter(match=f"{ctx.settings.key_prefix}:rl:*")]
+
+
+async def test_the_defaults_fit_a_phone_app_not_a_flood(tmp_path: Path, redis_url: str) -> None:
+    """SPEC §4: a burst of about 100 passes, then a few a second; hundreds at once meet
+    429 (600 requests in two seconds all passed with the old default)."""
+    settings = make_settings(tmp_path, redis_url)
+    assert (settings.rate_limit_user_per_minute, settings.rate_limit_user_burst) == (300, 100)
+    async with running_app(settings) as (_, client):
+        answers = [(await client.get(ME, headers=auth("flood"))).status_code for _ in range(130)]
+        assert answers[:100] == [200] * 100
+        assert answers.count(429) >= 25  # 5 a second refill: a few more may pass meanwhile
+        assert (await client.get(ME, headers=auth("calm"))).status_code == 200
+
+
+def test_a_burst_above_the_rate_is_the_rate() -> None:
+    interval, tolerance = ratelimit._params(60, 100)
+    assert (interval, tolerance) == (1_000_000, 59 * 1_000_000)  # 60 at once, one a second
+    assert ratelimit._params(300, 100) == (200_000, 99 * 200_000)

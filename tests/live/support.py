@@ -43,6 +43,7 @@ class Service:
             "LOG_LEVEL": "warning",
             "HC_DATA_DIR": str(workdir / "data"),
             "HC_RATE_LIMIT_USER": "1000000",
+            "HC_RATE_LIMIT_USER_BURST": "1000000",
             "HC_RATE_LIMIT_IP": "1000000",
             **env,
         }

@@ -1,8 +1,10 @@
 """Per-user and per-IP rate limits, shared by every process through Redis.
 
 GCRA (the generic cell rate algorithm): one key per subject holding the "theoretical
-arrival time" (TAT). A limit of N requests per period P lets a burst of N through,
-then one every P/N. The script runs on the Redis server's clock, so hosts with skewed
+arrival time" (TAT). A limit of N requests per period P with a burst of B lets B
+through at once, then one every P/N. Users: 300 a minute after a burst of 100 by
+default (a phone app's flurry fits; hundreds a second do not); addresses: the limit
+as the burst. The script runs on the Redis server's clock, so hosts with skewed
 clocks agree, and touches one key, so it runs anywhere in a cluster.
 
 * **Per IP** (`check`): one round trip, taken only by requests that carry no valid
@@ -82,9 +84,12 @@ def _limited(kind: str, wait_us: float) -> RateLimited:
     )
 
 
-def _params(per_minute: int) -> tuple[int, int]:
+def _params(per_minute: int, burst: int | None = None) -> tuple[int, int]:
+    """GCRA's emission interval and tolerance (µs) for `per_minute` requests sustained
+    and a burst of `burst` at once (at most `per_minute`; all of it when None)."""
     interval = 60_000_000 // per_minute
-    return interval, 60_000_000 - interval
+    size = per_minute if burst is None else max(1, min(burst, per_minute))
+    return interval, (size - 1) * interval
 
 
 async def check(ctx: AppContext, kind: str, subject: str, per_minute: int) -> None:
@@ -138,7 +143,10 @@ class UserBudgets:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
         self.per_minute = ctx.settings.rate_limit_user_per_minute
-        self.interval, self.tolerance = _params(self.per_minute) if self.per_minute else (0, 0)
+        burst = ctx.settings.rate_limit_user_burst
+        self.interval, self.tolerance = (
+            _params(self.per_minute, burst) if self.per_minute else (0, 0)
+        )
         self.sync_seconds = ctx.settings.rate_limit_sync_ms / 1000
         self.mirrors: dict[str, _Mirror] = {}
         self._task: asyncio.Task[None] | None = None

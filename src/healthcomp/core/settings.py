@@ -181,11 +181,19 @@ class Settings(BaseSettings):
         description="Redis connections each process keeps at most (per node in a cluster).",
     )
     rate_limit_user_per_minute: int = Field(
-        1200,
+        300,
         ge=0,
         validation_alias="HC_RATE_LIMIT_USER",
-        description="Requests per minute one user may make, counted across every process "
-        "(bursts up to the limit allowed); `0` turns the limit off.",
+        description="Requests per minute one user may sustain (5 a second), counted across "
+        "every process; `0` turns the limit off.",
+    )
+    rate_limit_user_burst: int = Field(
+        100,
+        ge=1,
+        validation_alias="HC_RATE_LIMIT_USER_BURST",
+        description="Requests one user may make at once before the per-minute rate applies "
+        "(at most `HC_RATE_LIMIT_USER`): an app opening with a flurry of calls fits, a "
+        "client firing hundreds a second meets 429.",
     )
     rate_limit_ip_per_minute: int = Field(
         6000,
