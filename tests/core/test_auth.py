@@ -503,6 +503,34 @@ async def test_jwks_down_without_cached_keys_is_503(
         assert_error(await client.get(ME, headers=auth()), 401, "unauthorized")
 
 
+async def test_a_key_set_that_cannot_be_fetched_is_not_fetched_per_token(
+    tmp_path: Path, redis_url: str, jwks_server: JWKSServer
+) -> None:
+    """Issue 12: with no keys held and the set failing, every forged ES256 token made
+    its own outbound fetch. Now a failure holds for `HC_JWKS_MIN_REFETCH_SECONDS`: the
+    tokens meanwhile are 503 at once, and the next window tries again."""
+    window = 0.5
+    settings = jwks_settings(tmp_path, redis_url, jwks_server, jwks_min_refetch_seconds=window)
+    # Nothing is published at the path yet: each fetch is a 404.
+    async with running_app(settings) as (_, client):
+
+        async def forged(i: int) -> httpx.Response:
+            return await client.get(ME, headers=bearer(EC1.sign(user_claims(), kid=f"f-{i}")))
+
+        responses = await asyncio.gather(*(forged(i) for i in range(30)))
+        for resp in responses:
+            assert_error(resp, 503, "service_unavailable")
+        assert jwks_server.total() == 1
+        for resp in await asyncio.gather(*(forged(i) for i in range(30, 60))):
+            assert_error(resp, 503, "service_unavailable")
+        assert jwks_server.total() == 1
+        # The set comes back: after the window, one fetch, and real tokens pass.
+        publish(jwks_server, EC1)
+        await asyncio.sleep(window + 0.1)
+        assert (await client.get(ME, headers=bearer(EC1.sign(user_claims())))).status_code == 200
+        assert jwks_server.total() == 2
+
+
 @pytest.mark.parametrize(
     ("document", "status", "error"),
     [

@@ -83,7 +83,10 @@ class JWKSCache:
     """The JWKS, fetched with an async client, cached for at most `ttl` seconds.
 
     An unknown `kid` triggers a refetch, but at most once per `min_refetch` seconds,
-    so a flood of tokens with made-up kids cannot turn into a flood of fetches.
+    so a flood of tokens with made-up kids cannot turn into a flood of fetches. The
+    same bound holds while the set cannot be fetched and no keys are held: after a
+    failed fetch, tokens are answered 503 without another attempt until `min_refetch`
+    has passed (before, each forged token made its own outbound fetch).
     """
 
     def __init__(self, url: str, ttl: float, min_refetch: float, timeout: float = 3.0) -> None:
@@ -95,6 +98,7 @@ class JWKSCache:
         self._keys: dict[str, PyJWK] = {}
         self._fetched_at = float("-inf")
         self._attempted_at = float("-inf")
+        self._failed_at = float("-inf")  # the last fetch that failed
         self._lock = asyncio.Lock()
         self._client: httpx.AsyncClient | None = None
 
@@ -144,21 +148,27 @@ class JWKSCache:
             if self._fresh() and kid in self._keys:
                 return self._keys[kid]
             stale = not self._fresh()
-            may_refetch = time.monotonic() - self._attempted_at >= self.min_refetch
+            now = time.monotonic()
+            may_refetch = now - self._attempted_at >= self.min_refetch
+            if stale and not may_refetch and self._failed_at == self._attempted_at:
+                raise _keyset_unavailable()  # failed just now: not again before the bound
             if stale or may_refetch:
                 from httpx import HTTPError  # lazily, like the client: only with a JWKS
 
                 try:
                     await self._refresh()
                 except (HTTPError, ValueError) as exc:
+                    self._failed_at = self._attempted_at
                     log.warning("JWKS fetch from %s failed: %s", self.url, exc)
                     # Keys older than the TTL are not trusted any more.
                     if not self._fresh():
                         self._keys = {}
-                        raise ServiceUnavailable(
-                            "The sign-in key set cannot be fetched right now; try again shortly."
-                        ) from exc
+                        raise _keyset_unavailable() from exc
             return self._keys.get(kid)
+
+
+def _keyset_unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable("The sign-in key set cannot be fetched right now; try again shortly.")
 
 
 def load_or_create_dev_secret(data_dir: Path) -> str:
