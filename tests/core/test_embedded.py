@@ -561,7 +561,13 @@ def _start_redis(rdir: Path, name: str) -> subprocess.Popen[bytes]:
     for option, value in options.items():
         command += [f"--{option}", value]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert eventually(lambda: sock.exists(), 10), "the test's redis-server did not start"
+    pidfile = rdir / f"{name}.pid"
+    # Redis opens its socket before it writes its pid file: wait for both (reading the
+    # pid file as soon as the socket appeared failed once in CI).
+    started = eventually(
+        lambda: sock.exists() and bool(pidfile.exists() and pidfile.read_text()), 10
+    )
+    assert started, "the test's redis-server did not start"
     return proc
 
 
