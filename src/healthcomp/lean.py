@@ -29,6 +29,7 @@ from healthcomp.core.context import AppContext
 from healthcomp.core.errors import known_error_response
 from healthcomp.core.keys import valid_id
 from healthcomp.core.logs import note_records
+from healthcomp.core.metrics import SYNC_PATH
 from healthcomp.engine import writes
 from healthcomp.leaderboard import service as leaderboard
 from healthcomp.live import socket as live
@@ -36,7 +37,6 @@ from healthcomp.live import socket as live
 log = logging.getLogger("healthcomp.lean")
 
 BOARD_PREFIX = "/api/v1/leaderboard/"
-SYNC_PATH = "/api/v1/fitness/sync"
 BOARD_ROUTE = "/api/v1/leaderboard/{competition_id}"
 _SYNC_BODY: TypeAdapter[Any] = TypeAdapter(SyncBody)
 _JSON = (b"content-type", b"application/json")

@@ -15,7 +15,8 @@ library's process and Python collectors.
 Label values are bounded: routes are templates (`/api/v1/leaderboard/{competition_id}`,
 `unmatched` for a path no route serves), reasons are the error codes of the envelope.
 
-Everything is named `healthcomp_…`; docs/OPERATIONS.md lists them with what to alert on.
+Everything is named `healthcomp_…`; docs/DEPLOYMENT.md ("Metrics") lists them with what to
+alert on.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ HTTP_LATENCY = Histogram(
     ["method", "route"],
     buckets=_LATENCY,
 )
+# The sync route (served by `lean` too), whose requests are counted as syncs.
 SYNC_PATH = "/api/v1/fitness/sync"
 SYNCS = Counter(
     "healthcomp_syncs",
