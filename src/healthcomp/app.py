@@ -26,7 +26,7 @@ from healthcomp.core.docs import install_docs
 from healthcomp.core.errors import install_error_handlers
 from healthcomp.core.keys import Keys
 from healthcomp.core.logs import RequestLog, configure
-from healthcomp.core.middleware import BodyLimit, Deadline
+from healthcomp.core.middleware import BodyLimit, Cors, Deadline
 from healthcomp.core.openapi import install_openapi
 from healthcomp.core.ratelimit import UserBudgets
 from healthcomp.core.redis import (
@@ -125,6 +125,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.add_middleware(Lean)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Deadline, seconds=settings.request_timeout_seconds)
+    if settings.cors_origins:  # off by default: no CORS header at all
+        app.add_middleware(Cors, origins=settings.cors_origins)
     app.add_middleware(RequestLog)  # outermost: the id and the access line
     return app
 

@@ -199,7 +199,7 @@ def _uvicorn(settings: Settings, reload_dirs: list[str] | None = None) -> None:
     Python file under them changes (`healthcomp serve --reload`)."""
     import uvicorn
 
-    from healthcomp.uvicorn_server import WebSocketProtocol
+    from healthcomp.uvicorn_server import HttpProtocol, WebSocketProtocol
 
     heartbeat = settings.ws_heartbeat_seconds
     uvicorn.run(
@@ -212,9 +212,15 @@ def _uvicorn(settings: Settings, reload_dirs: list[str] | None = None) -> None:
         # Our logging (core/logs.py: JSON in production, request ids, our own access
         # line per request) takes uvicorn's records too.
         log_config=None,
-        proxy_headers=True,
+        # The client's address behind proxies is core.proxies' rule (HC_TRUSTED_PROXIES);
+        # uvicorn's own would trust X-Forwarded-For from any loopback peer.
+        proxy_headers=False,
         server_header=False,
         access_log=False,
+        # A request's head bounded in size and time (uvicorn_server.HttpProtocol), and
+        # idle keep-alive connections closed.
+        http=HttpProtocol,
+        timeout_keep_alive=settings.keep_alive_seconds,
         # WebSockets: the sans-I/O implementation (closing with 1001 on shutdown), no
         # per-message compression (a zlib context per socket would be most of an idle
         # connection's memory), protocol pings that drop a peer silent for a
@@ -233,6 +239,7 @@ def _granian(settings: Settings) -> None:
     """Granian: HTTP parsing and socket writes in Rust threads, the app on uvloop."""
     from granian import Granian
     from granian.constants import Interfaces, Loops
+    from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
     level = "debug" if settings.log_level == "trace" else settings.log_level
@@ -245,6 +252,11 @@ def _granian(settings: Settings) -> None:
         workers=settings.workers,
         loop=Loops.uvloop,
         websockets=True,
+        # Granian bounds a request's head itself (its read buffer, about 400 KiB) and
+        # its keep-alive has no idle timeout to set; the head's time limit is ours.
+        http1_settings=HTTP1Settings(
+            header_read_timeout=int(settings.header_timeout_seconds * 1000)
+        ),
         log_level=LogLevels(level),
         log_access=False,  # our own access line (core/logs.py)
     ).serve()

@@ -1,4 +1,18 @@
-"""uvicorn's WebSocket protocol, with what the live leaderboards need of it.
+"""uvicorn's HTTP and WebSocket protocols, with what the service needs of them.
+
+HTTP (`HttpProtocol`): a request's head is bounded in size and in time (SPEC §3).
+uvicorn's httptools parser sets no bound on headers: it gathers a header's value
+however long it grows (five 26 MB tokens once stalled a worker for seconds and took
+600 MB), and a client that sends its head a byte at a time holds a connection forever.
+
+* Size: the bytes of a head are counted as they arrive; past `HC_MAX_HEADER_BYTES`
+  (the parser then holds at most that plus one read) the request is answered 431 in
+  the SPEC §4 envelope and the connection closed, before the app sees any of it.
+* Time: from connecting, and from a request's first byte, the head must be complete
+  within `HC_HEADER_TIMEOUT`, or the connection is answered 408 and closed. Between
+  requests, uvicorn's keep-alive timeout (`HC_KEEP_ALIVE`) closes an idle connection.
+
+WebSocket:
 
 * Shutdown says 1001 (going away: reconnect, to another server), where uvicorn would
   close every open WebSocket with 1012 (service restart).
@@ -24,6 +38,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
@@ -94,6 +109,123 @@ class _Flag:
                 self._waiters = []
             self._waiters.append(waiter)
             await waiter
+
+
+def _head_limits() -> tuple[int, float]:
+    """(largest head in bytes, seconds to send it) from the worker's settings."""
+    from healthcomp.core.settings import get_settings
+
+    settings = get_settings()
+    return settings.max_header_bytes, settings.header_timeout_seconds
+
+
+def _refusal(status: bytes, error: str, message: str) -> bytes:
+    from healthcomp.core.errors import error_body
+
+    body = error_body(int(status.split(b" ", 1)[0]), error, message)
+    head = b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % (
+        status,
+        len(body),
+    )
+    return head + b"connection: close\r\n\r\n" + body
+
+
+class HttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bounded request head (see the module)."""
+
+    limits: tuple[int, float] | None = None  # read once per worker
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if HttpProtocol.limits is None:
+            HttpProtocol.limits = _head_limits()
+        self.max_head, self.head_seconds = HttpProtocol.limits
+        self.head_open = True  # the next bytes belong to a request's head
+        self.head_bytes = 0
+        self.head_timer: asyncio.TimerHandle | None = None
+        self.refused = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.head_open:
+            self.head_bytes += len(data)
+        super().data_received(data)
+        # Still in the head after this read, and past the bound: refuse. (A read that
+        # completed the head may also carry body bytes; those are not held against it.)
+        if self.head_open and self.head_bytes > self.max_head:
+            self._refuse_large_head()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm_head_timer()
+
+    def on_headers_complete(self) -> None:
+        # The reads so far may hold body bytes too: only when they pass the bound is the
+        # head itself measured (request line and header lines, as sent).
+        if self.head_bytes > self.max_head and self._head_size() > self.max_head:
+            self._refuse_large_head()
+            return
+        self.head_open = False
+        self._disarm_head_timer()
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self.refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.refused:
+            return
+        super().on_message_complete()
+        self.head_open = True
+        self.head_bytes = 0
+
+    def _head_size(self) -> int:
+        line = len(self.url) + 16  # method, version, spaces and line end
+        return line + sum(len(name) + len(value) + 4 for name, value in self.headers)
+
+    def _refuse_large_head(self) -> None:
+        self._refuse(
+            b"431 Request Header Fields Too Large",
+            "headers_too_large",
+            f"The request's headers are larger than {self.max_head} bytes.",
+        )
+
+    def _arm_head_timer(self) -> None:
+        if self.head_timer is None:
+            self.head_timer = self.loop.call_later(self.head_seconds, self._head_too_slow)
+
+    def _disarm_head_timer(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self.head_timer = None
+        if self.head_open:
+            self._refuse(
+                b"408 Request Timeout",
+                "request_timeout",
+                f"The request's headers did not arrive within {self.head_seconds:g} seconds.",
+            )
+
+    def _refuse(self, status: bytes, error: str, message: str) -> None:
+        self.head_open = False
+        self.refused = True
+        self._disarm_head_timer()
+        if self.transport.is_closing():
+            return
+        # Nothing of this request reached the app; a response of an earlier one in
+        # flight on this connection is cut short, as a closing server would.
+        self.transport.write(_refusal(status, error, message))
+        self.transport.close()
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -11,6 +11,7 @@ from healthcomp.core import ratelimit
 from healthcomp.core.auth import Principal
 from healthcomp.core.context import AppContext
 from healthcomp.core.errors import Forbidden, Unauthorized
+from healthcomp.core.proxies import ClientAddress
 
 bearer = HTTPBearer(auto_error=False, description="A Supabase access token (JWT).")
 
@@ -31,16 +32,23 @@ async def get_principal(
     try:
         principal = await _verify(ctx, request, credentials)
     except Unauthorized:
-        await reject(ctx, request.client.host if request.client else "unknown")
+        await reject(ctx, request.scope)
         raise
     await ratelimit.spend(ctx, principal)
     return principal
 
 
-async def reject(ctx: AppContext, address: str) -> None:
+async def reject(ctx: AppContext, scope: Any) -> None:
     """A request without a valid token counts against its address (SPEC §4): a flood
     of guessed tokens meets 429; signed-in users sharing a NAT address do not."""
+    address = client_address(ctx, scope)
     await ratelimit.check(ctx, "ip", address, ctx.settings.rate_limit_ip_per_minute)
+
+
+def client_address(ctx: AppContext, scope: Any) -> str:
+    """The client's address: the peer, or what trusted proxies say it is (core.proxies)."""
+    resolver = ctx.service("client_address", lambda c: ClientAddress(c.settings.trusted_proxies))
+    return resolver.of(scope)
 
 
 async def _verify(

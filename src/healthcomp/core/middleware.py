@@ -1,5 +1,5 @@
-"""Pure ASGI guards: request body size (413) and type (415), and a deadline per request
-(503)."""
+"""Pure ASGI guards: request body size (413) and type (415), a deadline per request
+(503), and cross-origin access for the browser origins configured (CORS)."""
 
 from __future__ import annotations
 
@@ -177,3 +177,80 @@ class Deadline:
                 self._expired.add(task)
                 task.cancel()
         self._watch = loop.call_later(self.tick, self._check, loop) if self._due else None
+
+
+class Cors:
+    """Cross-origin access for the configured browser origins (`HC_CORS_ORIGINS`).
+
+    Only installed when origins are configured: by default no CORS header is ever sent,
+    and a browser page on another site cannot read any answer. Tokens travel in the
+    `Authorization` header, never in cookies, so credentials are not allowed and `*`
+    is safe to answer for "any origin".
+
+    A preflight (`OPTIONS` with `Access-Control-Request-Method`) from an allowed origin is
+    answered 204 here, before authentication (browsers send no token with it); from
+    another origin, 403 in the SPEC §4 envelope. Other requests pass through, and the
+    answer to an allowed origin carries `Access-Control-Allow-Origin`.
+    """
+
+    METHODS = b"GET, POST, PUT, PATCH, DELETE, OPTIONS"
+    HEADERS = b"authorization, content-type, x-request-id"
+    EXPOSE = b"retry-after, x-request-id"
+    MAX_AGE = b"600"
+
+    def __init__(self, app: ASGIApp, origins: list[str]) -> None:
+        self.app = app
+        self.any = "*" in origins
+        self.origins = frozenset(origin.encode("latin-1") for origin in origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        origin = preflight = None
+        for name, value in scope["headers"]:
+            if name == b"origin":
+                origin = value
+            elif name == b"access-control-request-method":
+                preflight = value
+        if origin is None:
+            await self.app(scope, receive, send)
+            return
+        allowed = self.any or origin in self.origins
+        if preflight is not None and scope["method"] == "OPTIONS":
+            await self._preflight(send, origin, allowed)
+            return
+        if not allowed:
+            await self.app(scope, receive, send)
+            return
+        granted = b"*" if self.any else origin
+
+        async def with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                headers += [
+                    (b"access-control-allow-origin", granted),
+                    (b"access-control-expose-headers", self.EXPOSE),
+                    (b"vary", b"Origin"),
+                ]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_cors)
+
+    async def _preflight(self, send: Send, origin: bytes, allowed: bool) -> None:
+        if not allowed:
+            shown = origin.decode("latin-1")[:200]
+            message = f"Cross-origin requests from {shown} are not allowed (HC_CORS_ORIGINS)."
+            await send_error(send, 403, "origin_not_allowed", message, {"vary": "Origin"})
+            return
+        headers = [
+            (b"access-control-allow-origin", b"*" if self.any else origin),
+            (b"access-control-allow-methods", self.METHODS),
+            (b"access-control-allow-headers", self.HEADERS),
+            (b"access-control-max-age", self.MAX_AGE),
+            (b"vary", b"Origin"),
+            (b"content-length", b"0"),
+        ]
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})

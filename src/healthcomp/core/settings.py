@@ -11,6 +11,8 @@ checked by a test).
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -157,6 +159,45 @@ class Settings(BaseSettings):
         ge=1024,
         validation_alias="HC_MAX_BODY_BYTES",
         description="Largest request body accepted, in bytes; a larger one is answered 413.",
+    )
+    max_header_bytes: int = Field(
+        32 * 1024,
+        ge=18 * 1024,
+        le=1024 * 1024,
+        validation_alias="HC_MAX_HEADER_BYTES",
+        description="Largest request head (request line and headers) the server reads, in "
+        "bytes; a larger one is answered 431 and the connection closed, before any of it "
+        "is parsed into the request. At least 18 KiB, so a 16 KiB token still fits.",
+    )
+    header_timeout_seconds: float = Field(
+        15.0,
+        gt=0,
+        le=300,
+        validation_alias="HC_HEADER_TIMEOUT",
+        description="Time a client may take to send a request's head, from connecting or "
+        "from the request's first byte, in seconds; a slower one is disconnected.",
+    )
+    keep_alive_seconds: int = Field(
+        5,
+        ge=1,
+        le=3600,
+        validation_alias="HC_KEEP_ALIVE",
+        description="Time an idle keep-alive connection is kept open between requests, "
+        "in seconds. Behind a load balancer, set it above the balancer's idle timeout.",
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias="HC_TRUSTED_PROXIES",
+        description="Addresses or networks (comma-separated, e.g. `10.0.0.0/8,127.0.0.1`) "
+        "of the proxies whose `X-Forwarded-For` gives the client's address for the per-IP "
+        "rate limit; from any other peer the header is ignored. Empty: none is trusted.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias="HC_CORS_ORIGINS",
+        description="Browser origins allowed to call the API from another site "
+        "(comma-separated, e.g. `https://app.example.com`; `*` for any). Empty: no "
+        "cross-origin access (CORS headers are never sent).",
     )
     request_timeout_seconds: float = Field(
         10.0,
@@ -317,6 +358,36 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("trusted_proxies", "cors_origins", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network (e.g. 10.0.0.0/8)"
+                ) from None
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s?#]+", origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: scheme and host, no path (e.g. "
+                    "https://app.example.com), or *"
+                )
+        return value
+
     @field_validator("jwt_algorithms")
     @classmethod
     def _known_algorithms(cls, value: list[str]) -> list[str]:
@@ -401,6 +472,8 @@ _ACCEPTED_BY_VALIDATOR = {
     "supabase_url": "URL",
     "jwks_url": "URL",
     "supabase_jwt_secret": "text; in production 32 characters or more, not a placeholder",
+    "trusted_proxies": "comma-separated IP addresses and networks",
+    "cors_origins": "comma-separated origins (`https://host[:port]`), or `*`",
 }
 # The unit a field's name ends with, shown after its default.
 _UNITS = (("_seconds", "s"), ("_ms", "ms"), ("_bytes", "bytes"), ("_per_minute", "per minute"))
@@ -432,7 +505,7 @@ def _default(name: str, field: FieldInfo) -> str:
             text = f"./{text}"
         return f"`{text}`"
     if isinstance(value, list):
-        return "`" + ",".join(str(item) for item in value) + "`"
+        return "`" + ",".join(str(item) for item in value) + "`" if value else "none"
     if isinstance(value, int | float):
         text = f"`{_number(value)}`"
         unit = next((unit for suffix, unit in _UNITS if name.endswith(suffix)), None)

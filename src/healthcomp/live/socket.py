@@ -105,8 +105,7 @@ async def serve(ctx: AppContext, scope: Scope, receive: Receive, send: Send) -> 
             principal = await ctx.auth.verify(params.token)
         except Unauthorized:
             # As on REST: a failed token counts against the address (429 past the limit).
-            client = scope.get("client")
-            await reject(ctx, client[0] if client else "unknown")
+            await reject(ctx, scope)
             raise
         await ratelimit.spend(ctx, principal)
         if not valid_id(cid):
