@@ -9,7 +9,8 @@ however long it grows (five 26 MB tokens once stalled a worker for seconds and t
   (the parser then holds at most that plus one read) the request is answered 431 in
   the SPEC §4 envelope and the connection closed, before the app sees any of it.
 * Time: from connecting, and from a request's first byte, the head must be complete
-  within `HC_HEADER_TIMEOUT`, or the connection is answered 408 and closed. Between
+  within `HC_HEADER_TIMEOUT`, or the connection is answered 408 and closed (a head that
+  arrives in one read, as nearly all do, never arms a timer). Between
   requests, uvicorn's keep-alive timeout (`HC_KEEP_ALIVE`) closes an idle connection.
 
 WebSocket:
@@ -157,14 +158,15 @@ class HttpProtocol(HttpToolsProtocol):
         if self.head_open:
             self.head_bytes += len(data)
         super().data_received(data)
-        # Still in the head after this read, and past the bound: refuse. (A read that
-        # completed the head may also carry body bytes; those are not held against it.)
-        if self.head_open and self.head_bytes > self.max_head:
-            self._refuse_large_head()
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._arm_head_timer()
+        if self.head_open:
+            # Still in a head after this read (a read that completed it may also carry
+            # body bytes; those are not held against it, see on_headers_complete).
+            if self.head_bytes > self.max_head:
+                self._refuse_large_head()
+            elif self.head_timer is None and self.head_bytes:
+                # A head begun and not finished: its time runs from here. (A head that
+                # arrives in one read, as nearly all do, never arms a timer.)
+                self._arm_head_timer()
 
     def on_headers_complete(self) -> None:
         # The reads so far may hold body bytes too: only when they pass the bound is the
