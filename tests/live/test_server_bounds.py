@@ -27,6 +27,7 @@ PROXY = "127.0.0.2"
 ENV = {
     "HC_HEADER_TIMEOUT": "1",
     "HC_KEEP_ALIVE": "1",
+    "HC_REQUEST_TIMEOUT": "2",
     "HC_RATE_LIMIT_IP": "4",
     "HC_TRUSTED_PROXIES": f"{PROXY}/32",
 }
@@ -152,6 +153,28 @@ def test_a_slow_head_is_408_and_an_idle_connection_is_closed(pair: list[Service]
         started = time.monotonic()
         assert _status_and_body(_read_all(sock))[0] == 408
         assert time.monotonic() - started < 2.5
+
+
+def test_a_slow_body_is_408_not_a_datastore_503(pair: list[Service]) -> None:
+    body = orjson.dumps({"records": [{"date": "2026-11-05", "steps": 10, "source": "w"}]})
+    head = (
+        f"POST /api/v1/fitness/sync HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        f"Authorization: {bearer('ann')['Authorization']}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with _connect(pair[0]) as sock:
+        sock.sendall(head + body[:5])
+        started = time.monotonic()
+        try:
+            for byte in body[5:]:
+                time.sleep(0.25)
+                sock.sendall(bytes([byte]))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        status, answer = _status_and_body(_read_all(sock))
+        took = time.monotonic() - started
+    assert status == 408 and answer["error"] == "request_timeout", answer
+    assert "body" in str(answer["message"])
+    assert 1.8 < took < 4, took
 
 
 def test_keep_alive_connections_are_closed_when_idle(pair: list[Service]) -> None:

@@ -26,6 +26,10 @@ async def send_error(
     await send({"type": "http.response.body", "body": body})
 
 
+# In a request's scope while its body is still arriving (set and cleared by BodyLimit).
+BODY_PENDING = "healthcomp.body_pending"
+
+
 class _TrackedSend:
     """Wraps `send` and remembers whether the response has started: a guard may only
     answer with its own error before that."""
@@ -106,6 +110,8 @@ class BodyLimit:
             )
             return
         seen = 0
+        if declared > 0 or chunked:
+            scope[BODY_PENDING] = True  # until its last part arrives (for Deadline's 408)
 
         async def counting_receive() -> Message:
             nonlocal seen
@@ -114,6 +120,8 @@ class BodyLimit:
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
                     raise _TooLarge
+                if not message.get("more_body", False):
+                    scope.pop(BODY_PENDING, None)
             return message
 
         tracked = _TrackedSend(send)
@@ -125,7 +133,8 @@ class BodyLimit:
 
 
 class Deadline:
-    """Answer 503 when a request takes longer than `seconds` (a hung datastore).
+    """Answer 503 when a request takes longer than `seconds` (a hung datastore), or 408
+    when it is the client that has not sent its whole body by then (a slow client).
 
     Redis socket timeouts bound one command; this bounds the whole request, whatever
     the number of commands or reconnects inside it. `/health` is exempt: it touches
@@ -162,6 +171,10 @@ class Deadline:
             if task not in self._expired or tracked.started:
                 raise
             task.uncancel()
+            if scope.get(BODY_PENDING):
+                message = f"The request body did not arrive within {self.seconds:g} seconds."
+                await send_error(send, 408, "request_timeout", message, {"connection": "close"})
+                return
             message = (
                 "The request took too long; the datastore may be unavailable. Try again shortly."
             )
