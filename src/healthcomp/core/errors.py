@@ -221,13 +221,24 @@ def error_response(
     )
 
 
-def _jsonable(value: Any) -> Any:
+# An input nested deeper than this is not echoed back (an echo is at most 200 bytes
+# anyway); copying a JSON value nested hundreds deep overflowed the stack (a 500).
+_ECHO_DEPTH = 32
+
+
+class _TooDeep(ValueError):
+    pass
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
     if isinstance(value, str | int | float | bool) or value is None:
         return value
+    if depth >= _ECHO_DEPTH:
+        raise _TooDeep
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(v, depth + 1) for v in value]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}
     return str(value)
 
 
@@ -259,12 +270,13 @@ def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
                 f"The body is not valid JSON ({err.get('ctx', {}).get('error', 'syntax error')})."
             )
         elif "input" in err and err.get("type") != "missing":
-            value = _jsonable(err["input"])
-            # Echo a small input back; never a whole 400-record batch, and never what
-            # JSON cannot carry back (an integer beyond 64 bits, an unpaired surrogate).
+            # Echo a small input back; never a whole 400-record batch, never what JSON
+            # cannot carry back (an integer beyond 64 bits, an unpaired surrogate), and
+            # never a value nested deeper than an echo needs.
             try:
+                value = _jsonable(err["input"])
                 echo = orjson.dumps(value)
-            except (orjson.JSONEncodeError, TypeError):
+            except (orjson.JSONEncodeError, TypeError, _TooDeep):
                 echo = None
             if echo is not None and len(echo) <= 200:
                 item["input"] = value
