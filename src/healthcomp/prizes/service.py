@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, Inexact, localcontext
 from typing import Any
 
 import orjson
@@ -46,9 +46,14 @@ def pool_override(value: Decimal, currency: str) -> int:
     the currency's decimals, else 422 naming the field."""
     exp = minor_exponent(currency)
     try:
-        units = value.scaleb(exp)
+        # Scaled exactly or refused: an amount beyond the decimal range (1e999999999)
+        # overflowed (a 500), a tiny one (1e-999999999) underflowed to 0 and a long one
+        # was rounded to 28 digits, each then taken as a whole number of units.
+        with localcontext() as context:
+            context.traps[Inexact] = True
+            units = value.scaleb(exp)
         exact = value >= 0 and value.is_finite() and units == units.to_integral_value()
-    except InvalidOperation:
+    except ArithmeticError:  # InvalidOperation, Overflow, Inexact
         exact = False
     if not exact:
         places = f"{exp} decimal places" if exp else "no decimal places"
