@@ -42,7 +42,12 @@ _TIME_CLAIMS = ("exp", "nbf", "iat")
 
 def _is_numeric_date(value: object) -> bool:
     # bool is an int subclass; `true` is no date.
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float (a 400-digit `exp`): no date
+        return False
 
 
 @dataclass(frozen=True)
