@@ -4,7 +4,7 @@
 
 * `embedded` (default): the embedded server class the product uses, in a temp dir;
 * `external`: the server at `TEST_REDIS_URL` (default `redis://127.0.0.1:6379/15`);
-* `cluster`: a one-node Redis Cluster started from the embedded binary.
+* `cluster`: a Redis Cluster of three masters with a replica each (tests/cluster.py).
 
 Each test gets its own key prefix and deletes its keys afterwards.
 """
@@ -60,14 +60,13 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if BACKEND == "external":
         yield os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
     elif BACKEND == "cluster":
-        from tests.cluster import start_cluster
+        from tests.cluster import ReplicatedCluster
 
-        proc, port = start_cluster(tmp_path_factory.mktemp("cluster"))
+        cluster = ReplicatedCluster(tmp_path_factory.mktemp("cluster")).start()
         try:
-            yield f"redis+cluster://127.0.0.1:{port}"
+            yield cluster.url
         finally:
-            proc.terminate()
-            proc.wait(10)
+            cluster.stop()
     elif BACKEND == "embedded":
         server = EmbeddedRedis(tmp_path_factory.mktemp("embedded"))
         url = server.start()

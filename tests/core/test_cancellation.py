@@ -128,7 +128,9 @@ async def test_a_cancel_dropped_by_the_write_is_raised_again(
     socket timeout is set) then returns normally; our connection raises it again."""
     r: Any = redis
     key = f"{settings.key_prefix}:cancel:written"
-    await r.ping()  # a pooled connection, so that only the INCR is written below
+    # A pooled connection to the key's node (a cluster has three), so that only the INCR
+    # is written below.
+    assert await r.get(key) is None
     target: list[asyncio.Task[None]] = []
     finished: list[bool] = []
     write = AbstractConnection._send_packed_command

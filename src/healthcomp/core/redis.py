@@ -3,8 +3,11 @@
 Forms of `REDIS_URL`:
 
 * `redis://[:password@]host:port/db`, `rediss://…` (TLS), `unix:///path/to.sock?db=N`
-* `redis+cluster://host:port` or `rediss+cluster://host:port`: a Redis Cluster, any
-  node as the seed (cluster mode has only database 0).
+* `redis+cluster://[user:password@]host:port[,host:port…]` or `rediss+cluster://…`
+  (TLS): a Redis Cluster. Any node is a seed: the client reads the cluster's nodes and
+  slots from the first seed that answers, and uses every node it learnt from then on;
+  several seeds let a process start while one of them is down. Cluster mode has only
+  database 0.
 
 Every client has short timeouts and a bounded pool: an outage surfaces quickly as 503
 rather than a hang.
@@ -44,6 +47,7 @@ import asyncio
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, cast
 
@@ -58,13 +62,16 @@ from redis.asyncio.connection import (
 )
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.cluster import PRIMARY
 from redis.exceptions import (
     ClusterDownError,
+    ClusterError,
     MaxConnectionsError,
     RedisClusterException,
     RedisError,
     ResponseError,
     SlotNotCoveredError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -180,6 +187,12 @@ def _retry() -> Retry:
     )
 
 
+# Set while a cluster client runs one command on a node (see _Cluster.aclose).
+_IN_COMMAND: ContextVar[bool] = ContextVar("_IN_COMMAND", default=False)
+# The node an ASK redirection sends the task's next command to (see _Node).
+_ASKING: ContextVar[ClusterNode | None] = ContextVar("_ASKING", default=None)
+
+
 class _Node(ClusterNode):
     """A ClusterNode that takes its connection back however the command ends.
 
@@ -191,7 +204,14 @@ class _Node(ClusterNode):
 
     It also waits for a free connection when all `max_connections` are busy, as the
     standalone client's blocking pool does (up to the socket timeout); redis-py raises
-    MaxConnectionsError at once, so a burst of concurrent requests answered 503."""
+    MaxConnectionsError at once, so a burst of concurrent requests answered 503.
+
+    And it sends an ASK redirection's ASKING on the same connection as the command it
+    is for, in one write. redis-py 7.4 sends each as a command of its own, each on
+    whichever connection is free: under concurrency the command arrives without its
+    ASKING, the importing node sends it back with MOVED, and the command bounces
+    between the two nodes until redis-py gives up ("TTL exhausted") for as long as a
+    slot is being migrated."""
 
     __slots__ = ()
 
@@ -207,10 +227,25 @@ class _Node(ClusterNode):
             await asyncio.sleep(0.001)  # nothing is held while waiting
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if len(args) == 1 and str(args[0]).upper() == "ASKING":
+            _ASKING.set(self)  # goes out with the task's next command to this node
+            return True
+        asking = _ASKING.get() is self
+        if asking:
+            _ASKING.set(None)
         connection = await self._acquire()
         try:
             await self.disconnect_if_needed(connection)
-            await connection.send_packed_command(connection.pack_command(*args), False)
+            if asking:
+                packed = connection.pack_commands([("ASKING",), args])
+                await connection.send_packed_command(packed, False)
+                try:
+                    await self.parse_response(connection, "ASKING")
+                except ResponseError:
+                    await connection.disconnect()  # the command's reply is unread
+                    raise
+            else:
+                await connection.send_packed_command(connection.pack_command(*args), False)
             return await self.parse_response(connection, args[0], **kwargs)
         finally:
             await self.disconnect_if_needed(connection)
@@ -244,9 +279,32 @@ def _as_node(node: ClusterNode) -> None:
 
 class _NodesManager(NodesManager):
     """Makes every node it takes in (discovered, or learnt from a MOVED) a _Node: it
-    builds them as ClusterNode and puts each in through set_nodes."""
+    builds them as ClusterNode and puts each in through set_nodes.
+
+    A refresh of the topology keeps one node object per address. redis-py 7.4 keeps the
+    known objects in its node cache but fills the slot map with the fresh ones it made
+    for the refresh, with their own connections: every refresh left the slot map and the
+    cache apart, the cache's roles stale after a failover, and each earlier set of
+    objects dropped with its connections open."""
 
     __slots__ = ()
+
+    async def initialize(self) -> None:
+        await super().initialize()
+        cache = self.nodes_cache
+        done: set[int] = set()
+        for nodes in self.slots_cache.values():
+            if id(nodes) in done:  # one list is shared by every slot of a range
+                continue
+            done.add(id(nodes))
+            for i, node in enumerate(nodes):
+                kept = cache.get(node.name)
+                if kept is not None and kept is not node:
+                    kept.server_type = node.server_type
+                    nodes[i] = kept
+        primaries = self.get_nodes_by_server_type(PRIMARY)
+        if primaries:
+            self.default_node = primaries[0]
 
     def set_nodes(
         self,
@@ -270,7 +328,44 @@ class _Cluster(RedisCluster):
         NotSentError,
         ClusterDownError,
         SlotNotCoveredError,
+        # "TTL exhausted": every attempt was redirected (MOVED, ASK) or refused with
+        # TRYAGAIN (keys of one script on both sides of a slot being migrated).
+        ClusterError,
     )
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        # redis-py 7.4 picks the node before it learns the topology: a client that has
+        # not (or no longer) got a slot map sends keyed commands to any node, and
+        # collects MOVED answers.
+        if self._initialize:
+            await self.initialize()
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except ClusterError as exc:
+            if type(exc) is not ClusterError:  # CLUSTERDOWN and the like, as they are
+                raise
+            # Not run anywhere (see ERRORS_ALLOW_RETRY): Redis's own answer for this
+            # is TRYAGAIN, a 503 (core.errors), where a bare ClusterError was a 500.
+            raise TryAgainError(f"{exc} (a slot being migrated)") from exc
+
+    async def _execute_command(self, target_node: ClusterNode, *args: Any, **kwargs: Any) -> Any:
+        token = _IN_COMMAND.set(True)
+        try:
+            return await super()._execute_command(target_node, *args, **kwargs)
+        finally:
+            _IN_COMMAND.reset(token)
+
+    async def aclose(self) -> None:
+        if _IN_COMMAND.get():
+            # redis-py closes every connection of every node when one command meets
+            # CLUSTERDOWN, a slot it has no node for, or its fifth MOVED: the commands
+            # other tasks have in flight on those connections fail, having been sent
+            # (503s, during a failover or a resharding). The slot map is refreshed
+            # instead, before the next command; connections to a node whose role
+            # changed are replaced as they come back (NodesManager.set_nodes).
+            self._initialize = True
+            return
+        await super().aclose()
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -287,9 +382,10 @@ class _Cluster(RedisCluster):
 def create_client(url: str, settings: Settings) -> RedisClient:
     timeout = settings.redis_timeout_seconds
     if is_cluster_url(url):
-        plain = url.replace("+cluster", "", 1)
+        plain, seeds = _seeds(url.replace("+cluster", "", 1))
         return _Cluster.from_url(
             plain,
+            startup_nodes=[ClusterNode(host, port) for host, port in seeds],
             decode_responses=True,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
@@ -309,6 +405,23 @@ def create_client(url: str, settings: Settings) -> RedisClient:
     # Connections are made lazily from this class, which from_url picked from the scheme.
     pool.connection_class = _marked(pool.connection_class)
     return Redis.from_pool(pool)
+
+
+def _seeds(url: str) -> tuple[str, list[tuple[str, int]]]:
+    """`scheme://[auth@]h1:p1,h2:p2/…` -> the URL with the first seed alone (for
+    from_url, which reads the rest of it), and every seed in order."""
+    scheme, sep, rest = url.partition("://")
+    end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    netloc, tail = rest[:end], rest[end:]
+    auth, at, hosts = netloc.rpartition("@")
+    seeds: list[tuple[str, int]] = []
+    for part in hosts.split(","):
+        host, colon, port = part.strip().rpartition(":")
+        if not colon or host.endswith(":"):  # no port, or a bare IPv6 address
+            host, port = part.strip(), "6379"
+        seeds.append((host.strip("[]"), int(port)))
+    first = hosts.split(",")[0].strip()
+    return f"{scheme}{sep}{auth}{at}{first}{tail}", seeds
 
 
 async def exchange(client: Redis, packed: bytes, replies: int) -> list[Any]:
