@@ -28,6 +28,8 @@ from itertools import islice
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
+from redis.crc import key_slot
+from redis.exceptions import MovedError, ResponseError
 from starlette.types import Send
 
 from healthcomp.core import metrics
@@ -42,8 +44,22 @@ log = logging.getLogger("healthcomp.live")
 
 _BOARD_READER = Principal(role=SERVICE, user_id=None)
 SUBSCRIBE_TIMEOUT = 5.0
+# How long a room whose shard channel left its node (a failover, a resharding) tries to
+# subscribe again before its clients are told to reconnect (1012).
+RESUBSCRIBE_SECONDS = 30.0
 CATCH_UP_CHUNK = 200  # events read from a stream at once for one client
 PULSE_SLICE = 500  # clients written to in one turn of the event loop (a few ms)
+
+
+Address = tuple[str, int]
+
+
+class Moved(Exception):
+    """A subscription was refused by a node that does not serve the channel's slot."""
+
+    def __init__(self, address: Address) -> None:
+        super().__init__(f"the channel is served at {address[0]}:{address[1]}")
+        self.address = address
 
 
 class Closing(Exception):
@@ -551,8 +567,7 @@ class Hub:
 
     async def _open(self, room: Room) -> None:
         try:
-            link = await self._link_for(room.channel)
-            await link.subscribe(room.channel)
+            await self._subscribe(room.channel)
             # Subscribed first, then the version: an event after it arrives on the
             # channel, and one between the two is a gap the room fills.
             state = await reads.board_state(self.ctx, room.cid)
@@ -605,12 +620,52 @@ class Hub:
         else:  # kept until the room knows where it starts (`_open`)
             room.held[int(data["event_id"])] = data
 
-    def moved(self, channel: str) -> None:
+    async def _subscribe(self, channel: str, address: Address | None = None) -> _Link:
+        """Subscribe where the channel is served (the node of its slot in a cluster),
+        following a node's MOVED answer to where the slot is now."""
+        for _ in range(3):
+            link = await self._link_for(channel, address)
+            try:
+                await link.subscribe(channel)
+                return link
+            except Moved as moved:
+                address = moved.address
+        raise ConnectionError(f"the slot of {channel} kept moving")
+
+    def resubscribe(self, channel: str, address: Address | None) -> None:
+        """The cluster node that had the room's shard channel does not serve its slot
+        any more (it answered MOVED, or cannot be reached): subscribe again where the
+        slot is now, then read what was published meanwhile from the stream. The
+        clients stay connected."""
         room = self.by_channel.get(channel)
         if room is not None:
-            for client in room.clients:
-                client.close(1012, "this board moved to another Redis node; reconnect")
-            self._close_room(room)
+            self.spawn(self._resubscribe(room, address))
+
+    async def _resubscribe(self, room: Room, address: Address | None) -> None:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + RESUBSCRIBE_SECONDS
+        delay = 0.1
+        while self.rooms.get(room.cid) is room:
+            try:
+                link = await self._subscribe(room.channel, address)
+            except Exception as exc:
+                if loop.time() > give_up:
+                    for client in room.clients:
+                        client.close(1012, "this board moved to another Redis node; reconnect")
+                    self._close_room(room)
+                    return
+                log.warning("subscribing to the events of %s again failed (%s)", room.cid, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                address = None
+                if self.ctx.redis.mode == "cluster":
+                    await _refresh_slots(self.ctx)
+                continue
+            if self.by_channel.get(room.channel) is None:  # the room closed meanwhile
+                link.unsubscribe(room.channel)
+            elif room.ready.done() and not room.filling:
+                room._fill()  # what was published while no node had it for us
+            return
 
     def refill(self, channels: set[str]) -> None:
         """After a reconnect: each room reads what it missed from its stream."""
@@ -619,13 +674,19 @@ class Hub:
             if room is not None and room.ready.done() and not room.filling:
                 room._fill()
 
-    async def _link_for(self, channel: str) -> _Link:
+    async def _link_for(self, channel: str, address: Address | None = None) -> _Link:
+        """The link to the server, or to the cluster node at `address`, else to the one
+        the client's slot map names for the channel."""
         ctx = self.ctx
         if ctx.redis.mode == "cluster":
             await ctx.r.initialize()
-            node = ctx.r.get_node_from_key(channel)
-            name = str(node.name)
-            kwargs = dict(node.connection_kwargs)
+            if address is None:
+                owner = ctx.r.get_node_from_key(channel)
+                address = (str(owner.host), int(owner.port))
+            host, port = address
+            name = f"{host}:{port}"
+            node = ctx.r.get_node(host=host, port=port) or ctx.r.get_default_node()
+            kwargs = dict(node.connection_kwargs, host=host, port=port)
             connection_class = node.connection_class
         else:
             name = "main"
@@ -633,7 +694,7 @@ class Hub:
             kwargs = dict(pool.connection_kwargs)
             connection_class = pool.connection_class
         link = self.links.get(name)
-        if link is None:
+        if link is None or link.ended:
             kwargs.update(socket_timeout=None, health_check_interval=0)
 
             def factory() -> AbstractConnection:
@@ -719,9 +780,25 @@ class Hub:
                 await task
 
 
+async def _refresh_slots(ctx: AppContext) -> None:
+    """Read the cluster's slot map again (a node stopped answering or gave a slot up)."""
+    with contextlib.suppress(Exception):
+        await ctx.r.nodes_manager.initialize()
+
+
 class _Link:
     """One pub/sub connection (to the server, or to one node of a cluster) and the
-    task reading it. Reconnects by itself; every room it serves then refills."""
+    task reading it. Reconnects by itself; every room it serves then refills.
+
+    In a cluster, a node drops the shard channels of a slot it stops serving (a
+    failover makes it a replica, a resharding moves the slot): the link subscribes
+    again on the same node, which accepts if it is now the replica of the slot's
+    master (it still receives the slot's messages) and else answers MOVED; a channel
+    answered MOVED goes back to the hub, which subscribes it where the slot is now. A
+    node that cannot be reached for a few attempts in a row (it died, and a replica
+    took its place) gives all its channels back the same way, and the link ends."""
+
+    GIVE_UP_AFTER = 3  # failed connection attempts in a row, in a cluster
 
     def __init__(self, hub: Hub, factory: Callable[[], AbstractConnection]) -> None:
         self.hub = hub
@@ -732,8 +809,11 @@ class _Link:
         self.acks: dict[str, asyncio.Future[None]] = {}
         self.conn: AbstractConnection | None = None
         self.task: asyncio.Task[None] | None = None
+        self.ended = False
+        self.cluster = hub.ctx.redis.mode == "cluster"
 
     async def subscribe(self, channel: str) -> None:
+        """Raises Moved when the node does not serve the channel's slot."""
         self.channels.add(channel)
         ack = self.acks.get(channel)
         if ack is None or ack.done():
@@ -760,13 +840,41 @@ class _Link:
     def stop(self) -> list[asyncio.Task[None]]:
         return [self.task] if self.task is not None else []
 
+    def _give_back(self, channel: str, address: Address | None) -> None:
+        """The channel is not this link's any more: to whoever waits for its
+        subscription, else to the hub, to subscribe it elsewhere (at `address` when a
+        node said where)."""
+        self.channels.discard(channel)
+        ack = self.acks.pop(channel, None)
+        if ack is not None and not ack.done():
+            gone = ConnectionError("the node cannot be reached")
+            ack.set_exception(Moved(address) if address is not None else gone)
+            ack.exception()  # retrieved: its waiter may have given up already
+        else:
+            self.hub.resubscribe(channel, address)
+
     async def _run(self) -> None:
         delay = 0.1
         first = True
+        failed = 0
         while True:
             conn = self.factory()
             try:
-                await conn.connect()  # type: ignore[no-untyped-call]
+                try:
+                    await conn.connect()  # type: ignore[no-untyped-call]
+                except Exception:
+                    failed += 1
+                    if self.cluster and failed >= self.GIVE_UP_AFTER:
+                        # The node is gone (a failover replaced it, say): its channels
+                        # are served elsewhere now.
+                        self.ended = True
+                        await _refresh_slots(self.hub.ctx)
+                        for channel in sorted(self.channels):
+                            self._give_back(channel, None)
+                        log.warning("the live events link to a node gave up its channels")
+                        return
+                    raise
+                failed = 0
                 await conn.send_command("INFO", "server")
                 info = str(await conn.read_response())
                 version = re.search(r"redis_version:(\d+)", info)
@@ -776,7 +884,11 @@ class _Link:
                 )
                 self.conn = conn
                 if self.channels:
-                    await conn.send_command(self.sub, *sorted(self.channels))
+                    # One command each: a cluster refuses shard channels of several
+                    # slots in one SSUBSCRIBE (CROSSSLOT).
+                    await conn.send_packed_command(
+                        conn.pack_commands([(self.sub, c) for c in sorted(self.channels)])
+                    )
                 if not first:
                     metrics.REDIS_RECONNECTS.labels("events").inc()
                     self.hub.refill(set(self.channels))
@@ -799,7 +911,18 @@ class _Link:
         period = self.hub.ctx.settings.ws_heartbeat_seconds
         asked = False
         while True:
-            msg = await conn.read_response(timeout=period)
+            try:
+                msg = await conn.read_response(timeout=period)
+            except MovedError as exc:
+                # A subscription sent to a node that does not serve its slot.
+                address = (str(exc.host), int(exc.port))
+                for channel in sorted(self.channels):
+                    if key_slot(channel.encode()) == exc.slot_id:
+                        self._give_back(channel, address)
+                continue
+            except ResponseError as exc:  # the connection is still in step
+                log.warning("the live events link was refused a command: %s", exc)
+                continue
             if msg is None:
                 if asked:
                     raise ConnectionError("Redis did not answer a PING on the events link")
@@ -817,10 +940,6 @@ class _Link:
                 if ack is not None and not ack.done():
                     ack.set_result(None)
             elif kind in ("unsubscribe", "sunsubscribe") and str(msg[1]) in self.channels:
-                if kind == "sunsubscribe" and self.hub.ctx.redis.mode == "cluster":
-                    # The slot moved to another node: its clients reconnect, and the
-                    # new room subscribes where the slot is now.
-                    self.hub.moved(str(msg[1]))
-                else:
-                    # An unsubscribe that crossed a new subscribe: subscribe again.
-                    await conn.send_command(self.sub, str(msg[1]))
+                # An unsubscribe that crossed a new subscribe, or a cluster node that
+                # gave the channel's slot up: subscribe again (MOVED says where to).
+                await conn.send_command(self.sub, str(msg[1]))
