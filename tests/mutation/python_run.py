@@ -1,0 +1,287 @@
+"""Mutation testing of the Python rules with mutmut (3.x), on a snapshot of the tree.
+
+mutmut copies the snapshot's `src` into `mutants/` with every mutant of the files named
+below compiled in (a trampoline per function picks the active one), runs the selected
+tests once to learn which tests execute which function, then runs each mutant against
+only those tests (`-x`: the first failure kills it). A mutant whose tests all pass
+survived: a change of the code that no test notices.
+
+Scope (`AREAS`): what decides who may do what and who gets how much money, with the
+test files that exercise it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.mutation.tree import nice, snapshot, snapshot_env
+
+
+@dataclass(frozen=True)
+class Area:
+    name: str
+    modules: tuple[str, ...]
+    tests: tuple[str, ...]
+
+
+AREAS: tuple[Area, ...] = (
+    Area(
+        "auth",
+        ("src/healthcomp/core/auth.py",),
+        ("tests/core/test_auth.py",),
+    ),
+    Area(
+        "money",
+        ("src/healthcomp/core/money.py", "src/healthcomp/prizes/allocate.py"),
+        (
+            "tests/prizes/test_allocate.py",
+            "tests/prizes/test_calculate.py",
+            "tests/prizes/test_fees_property.py",
+        ),
+    ),
+    Area(
+        "rules",
+        ("src/healthcomp/engine/rules.py", "src/healthcomp/core/inputs.py"),
+        (
+            "tests/domain/test_rules.py",
+            "tests/domain/test_windows.py",
+            "tests/core/test_strict_input.py",
+        ),
+    ),
+    Area(
+        "services",
+        ("src/healthcomp/prizes/service.py", "src/healthcomp/competitions/access.py"),
+        ("tests/prizes/test_distribute.py", "tests/domain/test_access.py"),
+    ),
+)
+
+# mutmut's exit codes per mutant (mutmut.stats.status_by_exit_code), grouped.
+KILLED = {1, 3}
+TIMEOUT = {36, -24, 24, 152, 255}
+SURVIVED = {0}
+NO_TESTS = {5, 33}
+SKIPPED = {34}
+
+
+def status_of(code: int | None) -> str:
+    if code in KILLED:
+        return "killed"
+    if code in TIMEOUT:
+        return "timeout"
+    if code in SURVIVED:
+        return "survived"
+    if code in NO_TESTS:
+        return "no tests"
+    if code in SKIPPED:
+        return "skipped"
+    if code is None:
+        return "not checked"
+    return "suspicious"
+
+
+@dataclass
+class FileResult:
+    path: str
+    area: str
+    statuses: Counter[str] = field(default_factory=Counter)
+    survivors: list[tuple[str, str]] = field(default_factory=list)  # (name, status)
+
+    @property
+    def total(self) -> int:
+        return sum(self.statuses.values()) - self.statuses["skipped"]
+
+    @property
+    def caught(self) -> int:
+        return self.statuses["killed"] + self.statuses["timeout"]
+
+
+@dataclass
+class PythonResult:
+    files: list[FileResult]
+    diffs: dict[str, str]
+    seconds: float
+    tree: Path
+    exit_code: int
+
+    @property
+    def total(self) -> int:
+        return sum(f.total for f in self.files)
+
+    @property
+    def caught(self) -> int:
+        return sum(f.caught for f in self.files)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "seconds": round(self.seconds, 1),
+            "mutants": self.total,
+            "caught": self.caught,
+            "files": [
+                {
+                    "path": f.path,
+                    "area": f.area,
+                    "statuses": dict(f.statuses),
+                    "survivors": [
+                        {"name": name, "status": status, "diff": self.diffs.get(name, "")}
+                        for name, status in f.survivors
+                    ],
+                }
+                for f in self.files
+            ],
+        }
+
+
+def selected(names: list[str] | None) -> list[Area]:
+    if not names:
+        return list(AREAS)
+    known = {a.name: a for a in AREAS}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown area(s) {unknown}; known: {sorted(known)}")
+    return [known[n] for n in names]
+
+
+def _config(areas: list[Area]) -> str:
+    modules = [m for a in areas for m in a.modules]
+    tests = list(dict.fromkeys(t for a in areas for t in a.tests))
+    lines = ["[mutmut]", "source_paths = src", "only_mutate ="]
+    lines += [f"    {m}" for m in modules]
+    lines += ["pytest_add_cli_args_test_selection ="]
+    lines += [f"    {t}" for t in tests]
+    # No cache (it would remember the last failures across mutants), no timeout of
+    # pytest's own shorter than mutmut's.
+    lines += ["pytest_add_cli_args =", "    -p", "    no:cacheprovider"]
+    lines += ["process_isolation = fork", "use_setproctitle = false"]
+    return "\n".join(lines) + "\n"
+
+
+_PROGRESS = re.compile(r"(\d+)/(\d+)\s+🎉 (\d+)\s+🫥 (\d+)\s+⏰ (\d+)\s+🤔 (\d+)\s+🙁 (\d+)")
+
+
+def _progress(log: Path) -> str | None:
+    try:
+        with log.open("rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 600))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    found = _PROGRESS.findall(tail)
+    if not found:
+        return None
+    done, total, killed, _no, timeout, _sus, survived = found[-1]
+    return (
+        f"{done}/{total} mutants tried: {killed} killed, {timeout} timed out, {survived} survived"
+    )
+
+
+# Run in the snapshot: every survivor's diff, through mutmut's own code (as `mutmut show`).
+_DIFFS = """
+import json, sys
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+out = {}
+for name in sys.argv[1:]:
+    try:
+        out[name] = get_diff_for_mutant(name)
+    except Exception as exc:  # a diff is a nicety: the result stands without it
+        out[name] = f"(no diff: {exc!r})"
+print(json.dumps(out))
+"""
+
+
+def run(
+    workdir: Path,
+    source: str,
+    area_names: list[str] | None,
+    *,
+    niceness: int,
+    verbose: bool,
+) -> PythonResult:
+    areas = selected(area_names)
+    tree = snapshot(workdir / "python", source)
+    (tree / "setup.cfg").write_text(_config(areas))
+    log = workdir / "python-mutmut.log"
+    cmd = nice([sys.executable, "-m", "mutmut", "run", "--max-children", "1"], niceness)
+    # mutmut puts its own `mutants/src` first on the path and takes the snapshot's off.
+    env = snapshot_env(None)
+    started = time.monotonic()
+    print(f"python: mutmut on {sum(len(a.modules) for a in areas)} files; log: {log}", flush=True)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            last = 0.0
+            while proc.poll() is None:
+                time.sleep(1)
+                if time.monotonic() - last >= 30:
+                    last = time.monotonic()
+                    state = _progress(log)
+                    if state and verbose:
+                        print(f"  python: {state}", flush=True)
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    seconds = time.monotonic() - started
+    files = _results(tree, areas)
+    survivors = [name for f in files for name, _ in f.survivors]
+    diffs = _diffs(tree, survivors, env) if survivors else {}
+    return PythonResult(files, diffs, seconds, tree, proc.returncode or 0)
+
+
+def _results(tree: Path, areas: list[Area]) -> list[FileResult]:
+    files: list[FileResult] = []
+    for area in areas:
+        for module in area.modules:
+            result = FileResult(module, area.name)
+            meta = tree / "mutants" / (module + ".meta")
+            if meta.exists():
+                data = json.loads(meta.read_text())
+                for name, code in sorted(data.get("exit_code_by_key", {}).items(), key=_order):
+                    status = status_of(code)
+                    result.statuses[status] += 1
+                    if status != "killed" and status != "timeout" and status != "skipped":
+                        result.survivors.append((name, status))
+            files.append(result)
+    return files
+
+
+def _order(item: tuple[str, object]) -> tuple[str, int]:
+    name = item[0]
+    base, _, number = name.rpartition("__mutmut_")
+    return base, int(number) if number.isdigit() else 0
+
+
+def _diffs(tree: Path, names: list[str], env: dict[str, str]) -> dict[str, str]:
+    proc = subprocess.run(
+        [sys.executable, "-c", _DIFFS, *names],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        found: dict[str, str] = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        return {}
+    return {name: _short(diff) for name, diff in found.items()}
+
+
+def _short(diff: str) -> str:
+    """The changed lines of a function's diff (the whole function is context)."""
+    lines = [
+        ln
+        for ln in diff.splitlines()
+        if ln[:1] in "+-" and not ln.startswith("+++") and not ln.startswith("---")
+    ]
+    return "\n".join(lines) or diff
