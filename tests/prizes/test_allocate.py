@@ -108,3 +108,30 @@ def test_rake_rounds_half_to_even() -> None:
     assert rake(250, Decimal("1")) == 2  # 2.5 -> 2
     assert rake(350, Decimal("1")) == 4  # 3.5 -> 4
     assert rake(10000, Decimal("2.5")) == 250
+
+
+def test_leftover_units_go_by_largest_remainder_not_largest_share() -> None:
+    # 7 units at 60/30/10: exact 4.2, 2.1, 0.7. The one unit left goes to the largest
+    # remainder (0.7, third place), not to the largest share.
+    awards = by_places(7, field([3, 2, 1]), weights_of([60, 30, 10]))
+    assert paid(awards) == {"u0": 4, "u1": 2, "u2": 1}
+    assert [(a.rank, a.place_from, a.place_to) for a in awards] == [(1, 1, 1), (2, 2, 2), (3, 3, 3)]
+
+
+def test_an_empty_pool_pays_nobody() -> None:
+    # Not a list of zero awards: no award at all (a ledger line of 0.00 is no payout).
+    assert by_places(0, field([5, 3]), weights_of([60, 30, 10])) == []
+    assert equally(0, field([5, 3])) == []
+    assert by_places(100, field([5, 3]), []) == []
+
+
+def test_qualifiers_above_zero_share_one_place() -> None:
+    # A qualifier with a score of 1 wins; one with 0 does not. Both winners occupy the
+    # places 1..2 together; the odd unit goes to the better rank.
+    entrants = field([1, 0, 5])
+    awards = equally(101, entrants)
+    assert paid(awards) == {"u2": 51, "u0": 50}
+    assert [(a.user_id, a.place_from, a.place_to) for a in awards] == [
+        ("u2", 1, 2),
+        ("u0", 1, 2),
+    ]
