@@ -29,11 +29,15 @@ MAX_CENTS = 10**12
 Status = Literal["upcoming", "active", "ended", "finalized", "cancelled"]
 Visibility = Literal["private", "public"]
 CompetitionId = Annotated[str, Field(pattern=ID_PATTERN, examples=["nov-10k"])]
+# The bounds sit on the type, not on the fields: on an optional field's own `Field`,
+# pydantic could not write them into the schema (it wrote `ge`, `le` as unknown keys).
+Percent = Annotated[JsonDecimal, Field(ge=0, le=100, decimal_places=2)]
 
 
 class TopN(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    scheme: Literal["top_n"] = "top_n"
+    # Required: the payout union finds its member by `scheme` (`{}` was never taken).
+    scheme: Literal["top_n"]
     percentages: list[JsonDecimal] = Field(
         default_factory=lambda: [Decimal(60), Decimal(30), Decimal(10)],
         min_length=1,
@@ -100,7 +104,7 @@ class _Rules(BaseModel):
         None, pattern=r"^[A-Z]{3}$", json_schema_extra={"enum": _CURRENCIES}
     )
     prize_pool_cents: JsonInt | None = Field(None, ge=0, le=MAX_CENTS)
-    rake_percent: JsonDecimal | None = Field(None, ge=0, le=100, decimal_places=2)
+    rake_percent: Percent | None = None
     payout: Payout | None = None
     min_participants: JsonInt | None = Field(None, ge=1, le=1_000_000)
     max_participants: JsonInt | None = Field(None, ge=1, le=10_000_000)
@@ -133,7 +137,7 @@ class CompetitionCreate(_Rules):
     entry_fee_cents: JsonInt = Field(0, ge=0, le=MAX_CENTS)
     currency: str = Field("USD", pattern=r"^[A-Z]{3}$", json_schema_extra={"enum": _CURRENCIES})
     prize_pool_cents: JsonInt = Field(0, ge=0, le=MAX_CENTS)
-    rake_percent: JsonDecimal = Field(Decimal(0), ge=0, le=100, decimal_places=2)
+    rake_percent: Percent = Field(Decimal(0), json_schema_extra={"default": 0})
     min_participants: JsonInt = Field(1, ge=1, le=1_000_000)
     grace_hours: JsonInt = Field(24, ge=0, le=168)
     visibility: Visibility = Field(

@@ -13,8 +13,9 @@ import re
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Strict, ValidationInfo
-from pydantic_core import PydanticCustomError
+from pydantic import AfterValidator, BeforeValidator, GetJsonSchemaHandler, Strict, ValidationInfo
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
 
 # A whole number: an int, never a bool, a string or a float (even 5.0).
 JsonInt = Annotated[int, Strict()]
@@ -37,8 +38,33 @@ def _number_for_decimal(value: Any, info: ValidationInfo) -> Any:
     return value
 
 
+class _NumberInSchema:
+    """Documents a decimal as what it takes, a JSON number (pydantic's own schema of a
+    `Decimal` also offers a string, which `_number_for_decimal` refuses)."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        number = next((s for s in schema.get("anyOf", []) if s.get("type") == "number"), None)
+        if number is None:
+            return schema
+        rest = {k: v for k, v in schema.items() if k != "anyOf"}
+        # Bounds on a validated decimal reach here under pydantic's own names.
+        for ours, theirs in _BOUNDS.items():
+            if ours in rest:
+                rest[theirs] = rest.pop(ours)
+        rest.pop("decimal_places", None)
+        rest.pop("max_digits", None)
+        return {**number, **rest}
+
+
+_BOUNDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+
+
 # An exact percentage written as a JSON number (2.5, 60).
-JsonDecimal = Annotated[Decimal, BeforeValidator(_number_for_decimal)]
+JsonDecimal = Annotated[Decimal, BeforeValidator(_number_for_decimal), _NumberInSchema]
 
 
 def _amount(value: Any) -> Any:
@@ -83,6 +109,25 @@ def without_unseen(value: str) -> str:
     return _UNSEEN.sub("", value)
 
 
+class SchemaPattern:
+    """Documents what a refusing validator refuses, as a JSON Schema `pattern` (ECMA
+    syntax; surrogates left out, JSON text in UTF-8 cannot carry them unpaired)."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {**handler(core_schema), "pattern": self.pattern}
+
+
+_UNSEEN_CLASS = "\\x00-\\x1f\\x7f-\\x9f\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069\\ufffe\\uffff"
+_TEXT_UNSEEN_CLASS = "\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069\\ufffe\\uffff"
+# A name: none of those characters, and not blank.
+NAME_PATTERN = f"^[^{_UNSEEN_CLASS}]*[^\\s{_UNSEEN_CLASS}][^{_UNSEEN_CLASS}]*$"
+TEXT_PATTERN = f"^[^{_TEXT_UNSEEN_CLASS}]*$"
+
 # A name a person gives (a competition's): refused when it holds such characters.
-CleanName = Annotated[str, AfterValidator(refuse_unseen)]
-CleanText = Annotated[str, AfterValidator(refuse_unseen_in_text)]
+CleanName = Annotated[str, AfterValidator(refuse_unseen), SchemaPattern(NAME_PATTERN)]
+CleanText = Annotated[str, AfterValidator(refuse_unseen_in_text), SchemaPattern(TEXT_PATTERN)]

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from healthcomp.core.inputs import refuse_unseen
+from healthcomp.core.inputs import NAME_PATTERN, SchemaPattern, refuse_unseen
 
 
 def _clean_name(value: str) -> str:
@@ -24,7 +24,12 @@ def _check_url(value: str | None) -> str | None:
     return value
 
 
-DisplayName = Annotated[str, Field(min_length=1, max_length=80), AfterValidator(_clean_name)]
+DisplayName = Annotated[
+    str,
+    Field(min_length=1, max_length=80),
+    AfterValidator(_clean_name),
+    SchemaPattern(NAME_PATTERN),
+]
 AvatarUrl = Annotated[
     str | None, Field(max_length=2048, pattern=r"^(https?://\S+)?$"), AfterValidator(_check_url)
 ]
