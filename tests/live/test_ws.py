@@ -1,7 +1,7 @@
 """The live leaderboard over WebSocket (SPEC §7), against real service processes.
 
 Two `healthcomp serve` processes share the test's Redis (whichever backend the run
-uses: the embedded 6.2 server, the external Redis 7, the one-node cluster), so every
+uses: the embedded 6.2 server, the external Redis 7, the six-node cluster), so every
 test crosses processes: it writes through A and watches through B, as clients behind a
 load balancer would.
 """

@@ -45,8 +45,9 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None,
         validation_alias="REDIS_URL",
-        description="An external Redis or Redis Cluster to use; unset (or empty) starts "
-        "the embedded Redis in the data directory.",
+        description="An external Redis or Redis Cluster to use (a cluster may list several "
+        "seeds: `redis+cluster://h1:p1,h2:p2`); unset (or empty) starts the embedded Redis "
+        "in the data directory.",
     )
     supabase_url: str | None = Field(
         None,
