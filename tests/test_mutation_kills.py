@@ -10,16 +10,19 @@ service short-cuts).
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
+from healthcomp.app import create_app
 from healthcomp.core.clock import FixedClock, to_ms
 from healthcomp.core.context import AppContext
+from healthcomp.core.inputs import NAME_PATTERN, TEXT_PATTERN
 from healthcomp.engine import recount, writes
 from healthcomp.engine.codes import Reply
-from tests.conftest import SERVICE_AUTH, auth
+from tests.conftest import SERVICE_AUTH, auth, make_settings
 from tests.domain.helpers import API, app_clock, at, board, create_comp, join, rec, standings, sync
 
 UPDATE = f"{API}/leaderboard/update"
@@ -277,3 +280,38 @@ async def test_active_competitions_are_listed_soonest_end_first(
         resp = await client.get(f"{API}/competitions", params={"status": "active"}, headers=headers)
         assert resp.status_code == 200, resp.text
         assert [c["id"] for c in resp.json()["data"]["items"]] == ["soon", "late"]
+
+
+# --- strict input (core/inputs.py) ----------------------------------------------------
+
+
+async def test_a_boolean_preview_pool_is_a_decimal_type_error(client: httpx.AsyncClient) -> None:
+    """Python mutants of inputs._amount: `{"prize_pool": true}` is a 422 naming the field
+    with the type `decimal_type` (a client can tell it from a malformed amount)."""
+    await create_comp(client, "b", prize_pool_cents=1000)
+    resp = await client.post(
+        f"{API}/prizes/calculate/b", json={"prize_pool": True}, headers=auth("org")
+    )
+    assert resp.status_code == 422, resp.text
+    details = resp.json()["details"]
+    assert [(d["field"], d["type"]) for d in details] == [("prize_pool", "decimal_type")]
+
+
+def test_the_schema_documents_what_the_strict_types_take(tmp_path: Path) -> None:
+    """Python mutants of inputs' schema hooks (`_NumberInSchema`, `SchemaPattern`): a
+    percentage is documented as the JSON number it must be, with its bounds under JSON
+    Schema's names and nothing of pydantic's own; a name and a text carry the pattern of
+    what their validators refuse."""
+    spec = create_app(make_settings(tmp_path, None)).openapi()
+    props = spec["components"]["schemas"]["CompetitionCreate"]["properties"]
+    assert props["rake_percent"] == {
+        "type": "number",
+        "minimum": 0.0,
+        "maximum": 100.0,
+        "title": "Rake Percent",
+        "default": 0,
+    }
+    assert props["name"]["pattern"] == NAME_PATTERN
+    assert props["description"]["anyOf"][0]["pattern"] == TEXT_PATTERN
+    text = orjson.dumps(spec).decode()
+    assert "decimal_places" not in text and "max_digits" not in text

@@ -26,7 +26,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--area",
         action="append",
-        help="Python: only this area (auth, money, rules, services); repeatable",
+        help="Python: only this area (auth, money, rules, access, payout_service); repeatable",
     )
     ap.add_argument(
         "--change",
@@ -44,6 +44,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--lua-fail-under", type=float, default=90.0)
     ap.add_argument("--python-fail-under", type=float, default=0.0)
     ap.add_argument("--list", action="store_true", help="list the planted changes and exit")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="Python: report the last run in --workdir again instead of running mutmut",
+    )
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     args = ap.parse_args(argv)
     if not (args.python or args.lua) or args.all:
@@ -56,27 +61,41 @@ def _pct(part: int, whole: int) -> float:
 
 
 def _python_table(result: python_run.PythonResult) -> str:
-    head = f"{'area':<9} {'file':<38} {'mutants':>7} {'killed':>6} {'timeout':>7} {'survived':>8} {'no tests':>8} {'rate':>6}"
+    head = (
+        f"{'area':<9} {'file':<28} {'mutants':>7} {'killed':>6} {'timeout':>7} "
+        f"{'survived':>8} {'(text)':>6} {'no tests':>8} {'rate':>6} {'w/o text':>8}"
+    )
     rows = [head, "-" * len(head)]
     for f in result.files:
         s = f.statuses
         rows.append(
-            f"{f.area:<9} {f.path.removeprefix('src/healthcomp/'):<38} {f.total:>7} "
-            f"{s['killed']:>6} {s['timeout']:>7} {s['survived']:>8} {s['no tests']:>8} "
-            f"{_pct(f.caught, f.total):>5.1f}%"
+            f"{f.area:<9} {f.path.removeprefix('src/healthcomp/'):<28} {f.total:>7} "
+            f"{s['killed']:>6} {s['timeout']:>7} {s['survived']:>8} {f.text:>6} "
+            f"{s['no tests']:>8} {_pct(f.caught, f.total):>5.1f}% "
+            f"{_pct(f.caught, f.total - f.text):>7.1f}%"
         )
     rows.append("-" * len(head))
     rows.append(
-        f"{'total':<48} {result.total:>7} {'':>6} {'':>7} "
-        f"{sum(f.statuses['survived'] for f in result.files):>8} "
+        f"{'total':<38} {result.total:>7} "
+        f"{sum(f.statuses['killed'] for f in result.files):>6} "
+        f"{sum(f.statuses['timeout'] for f in result.files):>7} "
+        f"{sum(f.statuses['survived'] for f in result.files):>8} {result.text:>6} "
         f"{sum(f.statuses['no tests'] for f in result.files):>8} "
-        f"{_pct(result.caught, result.total):>5.1f}%"
+        f"{_pct(result.caught, result.total):>5.1f}% "
+        f"{_pct(result.caught, result.total - result.text):>7.1f}%"
+    )
+    rows.append(
+        "(text): survivors that only reword a message (mutmut's XX...XX or a case change of "
+        "prose in a string); 'w/o text' leaves them out"
     )
     survivors = [s for f in result.files for s in f.survivors]
     if survivors:
         rows.append("")
-        rows.append("not killed:")
+        rows.append("not killed (message rewordings left out; report.json has them all):")
         for name, status in survivors:
+            diff = result.diffs.get(name, "")
+            if status == "survived" and python_run.text_only(diff):
+                continue  # counted in (text); listed in report.json
             rows.append(f"  {name}: {status}")
             for line in result.diffs.get(name, "").splitlines():
                 rows.append(f"      {line.strip()}")
@@ -127,7 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     py_result = lua_result = None
     if args.python:
         py_result = python_run.run(
-            workdir, args.source, args.area, niceness=args.nice, verbose=not args.quiet
+            workdir,
+            args.source,
+            args.area,
+            niceness=args.nice,
+            verbose=not args.quiet,
+            reuse=args.reuse,
         )
         report["python"] = py_result.to_json()
         if py_result.exit_code != 0:

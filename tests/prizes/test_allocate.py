@@ -135,3 +135,9 @@ def test_qualifiers_above_zero_share_one_place() -> None:
         ("u2", 1, 2),
         ("u0", 1, 2),
     ]
+
+
+def test_a_pool_of_one_unit_is_paid() -> None:
+    # The smallest pool there is still goes to someone (by places and among qualifiers).
+    assert paid(equally(1, field([3, 2]))) == {"u0": 1, "u1": 0}
+    assert paid(by_places(1, field([3, 2]), weights_of([60, 30, 10]))) == {"u0": 1, "u1": 0}
