@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -126,8 +127,15 @@ def _lua_table(result: lua_run.LuaResult) -> str:
     return "\n".join(rows)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
+    # `kill` stops a run as Ctrl-C does: the test processes it started are ended and the
+    # snapshot's planted file is put back (the working tree is never written either way).
+    signal.signal(signal.SIGTERM, _interrupt)
     if args.list:
         for p in PLANTED:
             print(f"{p.id:<36} {p.file.removeprefix('src/healthcomp/'):<24} {p.reason}")
@@ -155,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         report["python"] = py_result.to_json()
         if py_result.exit_code != 0:
-            print(f"mutmut exited {py_result.exit_code}: see {workdir / 'python-mutmut.log'}")
+            print(f"mutmut exited {py_result.exit_code}: see {workdir}/python-*.log")
             status = 1
     if args.lua:
         lua_result = lua_run.run(

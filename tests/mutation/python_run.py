@@ -36,7 +36,11 @@ AREAS: tuple[Area, ...] = (
     Area(
         "auth",
         ("src/healthcomp/core/auth.py",),
-        ("tests/core/test_auth.py", "tests/core/test_dev_secret.py"),
+        (
+            "tests/core/test_auth.py",
+            "tests/core/test_dev_secret.py",
+            "tests/core/test_jwks_kills.py",
+        ),
     ),
     Area(
         "money",
@@ -227,30 +231,59 @@ def run(
     verbose: bool,
     reuse: bool = False,
 ) -> PythonResult:
+    """One mutmut run per area, each in its own snapshot with its own test selection, so
+    a mutant of (say) auth.py runs auth's tests, not every API test that signs in."""
     areas = selected(area_names)
     # mutmut puts its own `mutants/src` first on the path and takes the snapshot's off.
     env = snapshot_env(None)
-    if reuse:  # the results of the last run in `workdir`, read again
-        tree = workdir / "python"
-        files = _results(tree, areas)
-        return _finish(tree, files, env, 0.0, 0)
-    tree = snapshot(workdir / "python", source)
-    (tree / "setup.cfg").write_text(_config(areas))
-    log = workdir / "python-mutmut.log"
+    files: list[FileResult] = []
+    diffs: dict[str, str] = {}
+    seconds, code = 0.0, 0
+    for area in areas:
+        tree = workdir / "python" / area.name
+        if not reuse:  # else: the results of the last run in `workdir`, read again
+            took, exit_code = _mutmut(workdir, tree, source, area, env, niceness, verbose)
+            seconds += took
+            code = code or exit_code
+        found = _results(tree, [area])
+        survivors = [name for f in found for name, _ in f.survivors]
+        diffs.update(_diffs(tree, survivors, env) if survivors else {})
+        files.extend(found)
+    for f in files:
+        f.text = sum(
+            1
+            for name, status in f.survivors
+            if status == "survived" and text_only(diffs.get(name, ""))
+        )
+    return PythonResult(files, diffs, seconds, workdir / "python", code)
+
+
+def _mutmut(
+    workdir: Path,
+    tree: Path,
+    source: str,
+    area: Area,
+    env: dict[str, str],
+    niceness: int,
+    verbose: bool,
+) -> tuple[float, int]:
+    snapshot(tree, source)
+    (tree / "setup.cfg").write_text(_config([area]))
+    log = workdir / f"python-{area.name}.log"
     cmd = nice([sys.executable, "-m", "mutmut", "run", "--max-children", "1"], niceness)
     started = time.monotonic()
-    print(f"python: mutmut on {sum(len(a.modules) for a in areas)} files; log: {log}", flush=True)
+    print(f"python: {area.name}: mutmut on {', '.join(area.modules)}; log: {log}", flush=True)
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
-            last = 0.0
+            last = time.monotonic()
             while proc.poll() is None:
                 time.sleep(1)
-                if time.monotonic() - last >= 30:
+                if time.monotonic() - last >= 60:
                     last = time.monotonic()
                     state = _progress(log)
                     if state and verbose:
-                        print(f"  python: {state}", flush=True)
+                        print(f"  python: {area.name}: {state}", flush=True)
         except BaseException:
             proc.terminate()
             try:
@@ -258,22 +291,10 @@ def run(
             except subprocess.TimeoutExpired:
                 proc.kill()
             raise
-    seconds = time.monotonic() - started
-    return _finish(tree, _results(tree, areas), env, seconds, proc.returncode or 0)
-
-
-def _finish(
-    tree: Path, files: list[FileResult], env: dict[str, str], seconds: float, code: int
-) -> PythonResult:
-    survivors = [name for f in files for name, _ in f.survivors]
-    diffs = _diffs(tree, survivors, env) if survivors else {}
-    for f in files:
-        f.text = sum(
-            1
-            for name, status in f.survivors
-            if status == "survived" and text_only(diffs.get(name, ""))
-        )
-    return PythonResult(files, diffs, seconds, tree, code)
+    took = time.monotonic() - started
+    if verbose:
+        print(f"  python: {area.name}: done in {took / 60:.1f} min", flush=True)
+    return took, proc.returncode or 0
 
 
 def _results(tree: Path, areas: list[Area]) -> list[FileResult]:
