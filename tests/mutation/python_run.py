@@ -40,6 +40,8 @@ AREAS: tuple[Area, ...] = (
             "tests/core/test_auth.py",
             "tests/core/test_dev_secret.py",
             "tests/core/test_jwks_kills.py",
+            "tests/core/test_auth_edges.py",
+            "tests/core/test_logs.py",
         ),
     ),
     Area(
