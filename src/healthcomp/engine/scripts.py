@@ -821,7 +821,9 @@ local limit, start = tonumber(ARGV[3]), tonumber(ARGV[2])
 if ARGV[1] == 'around' then
   local raw = redis.call('HGET', KEYS[3], ARGV[4])
   local pos = false
-  if raw then pos = redis.call('ZRANK', KEYS[2], cjson.decode(raw).m) end
+  -- A disqualified entry whose score moved has no place (m = false): not ranked.
+  local placed = raw and cjson.decode(raw).m
+  if type(placed) == 'string' then pos = redis.call('ZRANK', KEYS[2], placed) end
   if not pos then return {NOT_RANKED} end
   start = pos - math.floor(limit / 2)
   if start + limit > total then start = total - limit end
