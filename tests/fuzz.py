@@ -14,6 +14,10 @@ What tests/test_fuzz.py runs, and `python -m tests.fuzz` runs longer:
   failure shrinks and replays with its caller);
 * checks: no 5xx, and every response as the schema declares it (status documented,
   content type, body valid against its schema).
+
+Knobs (environment, or the options of `python -m tests.fuzz`): HC_FUZZ_PROFILE
+(`bounded` | `long`), HC_FUZZ_EXAMPLES (random cases per operation), HC_FUZZ_SCENARIOS
+(stateful scenarios), HC_FUZZ_SEED, and HC_FUZZ_DEBUG=1 to print every call and answer.
 """
 
 from __future__ import annotations
@@ -144,6 +148,8 @@ def config(run: Profile) -> schemathesis.Config:
             "stateful": {"max-steps": run.steps, "inference": {"algorithms": []}},
         },
         "request-timeout": 30,
+        # The tokens are the tests' own: a failure's curl command keeps its caller.
+        "output": {"sanitization": {"enabled": False}},
     }
     if run.seed is not None:
         data["seed"] = run.seed  # the cases of every operation follow from it
@@ -468,6 +474,20 @@ def service(redis_url: str, workdir: Path) -> Iterator[Service]:
                 client.delete(key)
         finally:
             client.close()
+
+
+def server_errors(served: Service) -> str:
+    """The tracebacks in the service's log (what a 5xx left there), for a failure's
+    report: the log itself goes with the test's temporary directory."""
+    lines = served.log.read_text(errors="replace").splitlines()
+    kept: list[str] = []
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback"):
+            end = i + 1
+            while end < len(lines) and (lines[end][:1] in (" ", "") or ":" not in lines[end]):
+                end += 1
+            kept.extend(lines[max(0, i - 2) : end + 1])
+    return "\n".join(kept[-200:]) or "(no traceback in the service's log)"
 
 
 # python -m tests.fuzz ---------------------------------------------------------------------

@@ -25,6 +25,7 @@ from schemathesis.core.failures import FailureGroup
 from healthcomp.competitions.schemas import CompetitionCreate, CompetitionUpdate
 from healthcomp.users.schemas import ProfileUpdate
 from tests import fuzz
+from tests.live.support import Service
 
 RUN = fuzz.profile()
 
@@ -40,15 +41,20 @@ schema = fuzz.app_schema(RUN)
 
 
 @pytest.fixture(scope="module")
-def base_url(
+def served(
     redis_url: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[str]:
-    with fuzz.service(redis_url, tmp_path_factory.mktemp("fuzz")) as served:
-        yield served.base
+) -> Iterator[Service]:
+    with fuzz.service(redis_url, tmp_path_factory.mktemp("fuzz")) as service:
+        yield service
     # What the run met, in the log whatever pytest captures.
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
         print(f"\n{RUN}\n{fuzz.summary()}")
+
+
+@pytest.fixture(scope="module")
+def base_url(served: Service) -> str:
+    return served.base
 
 
 def _bearer(caller: str) -> dict[str, str]:
@@ -134,14 +140,18 @@ def test_the_served_schema_is_the_one_fuzzed(base_url: str) -> None:
 
 
 @schema.parametrize()
-def test_every_operation(case: Case, base_url: str) -> None:
+def test_every_operation(case: Case, served: Service) -> None:
     """Examples, boundary cases and random cases of every operation, one at a time."""
-    case.call_and_validate(base_url=base_url)
+    try:
+        case.call_and_validate(base_url=served.base)
+    except FailureGroup as exc:
+        exc.add_note(f"The service's log:\n{fuzz.server_errors(served)}")
+        raise
 
 
-def test_the_links(base_url: str) -> None:
+def test_the_links(served: Service) -> None:
     """Chains of calls along the schema's links (create, join, sync, read, review, pay)."""
-    report = fuzz.run_links(schema, base_url, RUN)
+    report = fuzz.run_links(schema, served.base, RUN)
     print(
         f"\nfuzz: {report.scenarios} scenarios, {report.steps} calls, {report.runs} runs "
         f"({report.restarts} ended flaky), "
@@ -149,7 +159,7 @@ def test_the_links(base_url: str) -> None:
     )
     for link, n in sorted(report.links.items()):
         print(f"  {n:4} {link}")
-    assert not report.failures, "\n".join(report.failures)
+    assert not report.failures, "\n".join([*report.failures, fuzz.server_errors(served)])
     assert report.scenarios >= RUN.scenarios
     # The links work: ids from responses reached the operations that need them.
     assert len(report.links) >= 10, report.links
