@@ -315,3 +315,24 @@ def test_the_schema_documents_what_the_strict_types_take(tmp_path: Path) -> None
     assert props["description"]["anyOf"][0]["pattern"] == TEXT_PATTERN
     text = orjson.dumps(spec).decode()
     assert "decimal_places" not in text and "max_digits" not in text
+
+
+async def test_a_percentage_as_a_string_is_a_decimal_type_error(
+    client: httpx.AsyncClient,
+) -> None:
+    """Python mutants of inputs._number_for_decimal: `"rake_percent": "2.5"` is a 422 with
+    the type `decimal_type` (exact decimals travel as JSON numbers)."""
+    resp = await client.post(
+        f"{API}/competitions",
+        json={
+            "name": "x",
+            "metric": "steps",
+            "start_date": "2026-11-20",
+            "end_date": "2026-11-30",
+            "rake_percent": "2.5",
+        },
+        headers=auth("org"),
+    )
+    assert resp.status_code == 422, resp.text
+    details = resp.json()["details"]
+    assert [(d["field"], d["type"]) for d in details] == [("rake_percent", "decimal_type")]

@@ -402,3 +402,28 @@ async def test_sweep_finishes_owed_work(client: httpx.AsyncClient, ctx: AppConte
     # Nothing is left owed: a second sweep pushes nothing and changes nothing.
     assert await sweep.run_once(ctx, join_grace_ms=0) == 0
     assert await standings(client, "c") == [("a", 1, 800), ("b", 2, 300)]
+
+
+async def test_a_single_cent_is_money(client: httpx.AsyncClient) -> None:
+    # An entry fee or a prize pool of one cent: the organizer may compete for it, so only
+    # the service role writes scores (found by mutation testing: `> 0`, not `> 1`).
+    await create_comp(client, "fee1", entry_fee_cents=1)
+    await create_comp(client, "pool1", prize_pool_cents=1)
+    for cid in ("fee1", "pool1"):
+        await join(client, cid, "a")
+        resp = await client.post(UPDATE, json=_write("a", cid, steps=5), headers=auth("org"))
+        assert_error(resp, 403, "service_only")
+
+
+async def test_visibility_reaches_the_board(client: httpx.AsyncClient) -> None:
+    # The board script reads the visibility the competition's rules stored beside it: a
+    # public board is open to any signed-in user, a private one is unknown to them.
+    await create_comp(client, "open", visibility="public")
+    await create_comp(client, "closed")
+    await join(client, "open", "a")
+    await join(client, "closed", "a")
+    resp = await client.get(f"{API}/leaderboard/open", headers=auth("outsider"))
+    assert resp.status_code == 200, resp.text
+    assert [e["user_id"] for e in resp.json()["data"]["entries"]] == ["a"]
+    resp = await client.get(f"{API}/leaderboard/closed", headers=auth("outsider"))
+    assert_error(resp, 404, "competition_not_found")
