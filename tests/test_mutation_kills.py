@@ -336,3 +336,25 @@ async def test_a_percentage_as_a_string_is_a_decimal_type_error(
     assert resp.status_code == 422, resp.text
     details = resp.json()["details"]
     assert [(d["field"], d["type"]) for d in details] == [("rake_percent", "decimal_type")]
+
+
+# --- access (competitions/access.py) ------------------------------------------------
+
+
+async def test_only_the_organizer_manages(client: httpx.AsyncClient) -> None:
+    """Python mutants of access.organizer_of: a participant who is not the organizer gets
+    403 `not_organizer` (they can see the competition); an outsider of a private one gets
+    the unknown-id 404; the organizer and the service role get through."""
+    await create_comp(client, "m")
+    await join(client, "m", "a")
+    resp = await client.patch(f"{API}/competitions/m", json={"name": "n"}, headers=auth("a"))
+    assert resp.status_code == 403, resp.text
+    assert (resp.json()["error"], resp.json()["message"]) == (
+        "not_organizer",
+        "Only the competition's organizer may do this.",
+    )
+    resp = await client.patch(f"{API}/competitions/m", json={"name": "n"}, headers=auth("zed"))
+    assert resp.status_code == 404 and resp.json()["error"] == "competition_not_found"
+    for headers in (auth("org"), SERVICE_AUTH):
+        resp = await client.patch(f"{API}/competitions/m", json={"name": "n"}, headers=headers)
+        assert resp.status_code == 200, resp.text

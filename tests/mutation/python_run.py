@@ -66,7 +66,10 @@ AREAS: tuple[Area, ...] = (
     Area(
         "access",
         ("src/healthcomp/competitions/access.py",),
-        ("tests/domain/test_access.py",),
+        (
+            "tests/domain/test_access.py",
+            "tests/test_mutation_kills.py::test_only_the_organizer_manages",
+        ),
     ),
     # The payout service (765 mutants, most of them in the ledger's and the views' field
     # names and messages, each run against the distribution tests): an hour or more on a
