@@ -37,7 +37,7 @@ from healthcomp.core.settings import Settings
 # scripts are the same on the others, which run fewer, to keep CI's time in bounds.
 hypothesis.settings.register_profile("dev", max_examples=100)
 hypothesis.settings.register_profile("ci", max_examples=1000)
-hypothesis.settings.register_profile("ci-other-backends", max_examples=300)
+hypothesis.settings.register_profile("ci-other-backends", max_examples=150)
 _CI_PROFILE = (
     "ci" if os.environ.get("HC_TEST_BACKEND", "embedded") == "embedded" else "ci-other-backends"
 )
