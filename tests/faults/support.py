@@ -44,6 +44,9 @@ SERVICE_ENV = {
     "PYTHONUNBUFFERED": "1",
 }
 
+# pytest's per-test timeout (120 s), stretched with the load phases of a longer run.
+long_enough = pytest.mark.timeout(120 + 8 * PHASE)
+
 embedded_pass_only = pytest.mark.skipif(
     os.environ.get("HC_TEST_BACKEND", "embedded") != "embedded",
     reason="the fault tests start their own Redis servers: run once, on the embedded pass",

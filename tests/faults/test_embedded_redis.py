@@ -45,6 +45,7 @@ from tests.faults.support import (
     assert_503s_are_enveloped,
     embedded_pass_only,
     load_on,
+    long_enough,
     new_board,
     ready,
     report,
@@ -54,7 +55,7 @@ from tests.faults.support import (
 )
 from tests.live.support import Service
 
-pytestmark = [pytest.mark.slow, embedded_pass_only]
+pytestmark = [pytest.mark.slow, embedded_pass_only, long_enough]
 
 DEFAULT_FSYNC = Settings.model_fields["embedded_fsync"].default
 SLOW = 0.3  # seconds each fsync is made to take

@@ -34,6 +34,7 @@ from tests.faults.support import (
     assert_503s_are_enveloped,
     embedded_pass_only,
     load_on,
+    long_enough,
     new_board,
     ready,
     report,
@@ -42,7 +43,7 @@ from tests.faults.support import (
 )
 from tests.live.support import Service
 
-pytestmark = [pytest.mark.slow, embedded_pass_only]
+pytestmark = [pytest.mark.slow, embedded_pass_only, long_enough]
 
 
 @pytest.fixture(scope="module")

@@ -63,6 +63,7 @@ from tests.faults.support import (
     embedded_pass_only,
     kill_service,
     load_on,
+    long_enough,
     new_board,
     ready,
     report,
@@ -71,7 +72,7 @@ from tests.faults.support import (
 )
 from tests.live.support import Service
 
-pytestmark = [pytest.mark.slow, embedded_pass_only]
+pytestmark = [pytest.mark.slow, embedded_pass_only, long_enough]
 
 PREFIX = "fk"
 N_RECOUNT = 400
