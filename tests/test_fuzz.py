@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from schemathesis import Case
 from schemathesis.core.failures import FailureGroup
 
+from healthcomp.activity.schemas import Record
 from healthcomp.competitions.schemas import CompetitionCreate, CompetitionUpdate
 from healthcomp.users.schemas import ProfileUpdate
 from tests import fuzz
@@ -90,7 +91,8 @@ def test_the_checks_can_fail(base_url: str) -> None:
 
 def _schema_takes(name: str, body: dict[str, Any]) -> bool:
     document = {"$ref": f"#/components/schemas/{name}", **schema.raw_schema}
-    return jsonschema.Draft202012Validator(document).is_valid(body)
+    validator = jsonschema.Draft202012Validator
+    return validator(document, format_checker=validator.FORMAT_CHECKER).is_valid(body)
 
 
 def _model_takes(model: type[BaseModel], body: dict[str, Any]) -> bool:
@@ -124,6 +126,8 @@ WINDOW = {"start_date": "2026-11-01", "end_date": "2026-11-30"}
         (CompetitionUpdate, {"rake_percent": "7"}),
         (ProfileUpdate, {"display_name": "Ann"}),
         (ProfileUpdate, {"display_name": "\u2066Ann"}),
+        (Record, {"date": "2026-11-10"}),
+        (Record, {"date": "2026-11-10T21:30:00-08:00"}),
     ],
 )
 def test_the_request_schemas_say_what_is_refused(

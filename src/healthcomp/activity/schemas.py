@@ -5,7 +5,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    WithJsonSchema,
+    field_validator,
+)
 
 from healthcomp.core.inputs import JsonInt, JsonNumber
 from healthcomp.core.keys import ID_PATTERN
@@ -37,6 +45,15 @@ def _local_day(value: Any) -> Any:
     return moment.date()
 
 
+# What `_local_day` takes, as the schema says it (a bare `format: date` refused the
+# datetimes of the examples).
+_DAY_SCHEMA: dict[str, Any] = {
+    "anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}],
+    "description": "The user's local calendar day: a date, or a datetime whose own date "
+    "is taken (its UTC offset within ±14:00)",
+}
+
+
 class Record(BaseModel):
     """One day's cumulative totals from one source. Re-sending replaces, never adds."""
 
@@ -44,7 +61,9 @@ class Record(BaseModel):
 
     user_id: UserId | None = None
     competition_id: Annotated[str, Field(pattern=ID_PATTERN)] | None = None
-    date: dt.date = Field(examples=["2026-11-10", "2026-11-10T21:30:00-08:00"])
+    date: Annotated[dt.date, WithJsonSchema(_DAY_SCHEMA)] = Field(
+        examples=["2026-11-10", "2026-11-10T21:30:00-08:00"]
+    )
     steps: JsonInt = Field(0, ge=0, le=100_000)
     distance: JsonNumber = Field(0, ge=0, le=250_000, description="metres")
     calories: JsonNumber = Field(0, ge=0, le=15_000, description="kcal")
