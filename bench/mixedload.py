@@ -508,6 +508,7 @@ class SyncCheck:
     unknown: list[str] = field(default_factory=list)  # values no attempt sent
     stored: dict[str, int | None] = field(default_factory=dict)  # user -> code on the board days
     unanswered_stored: int = 0  # attempts not answered 2xx whose batch is held (they ran)
+    ran_unanswered: set[tuple[str, int]] = field(default_factory=set)  # those (user, k)
 
 
 async def check_syncs(base: str, book: Book, token: Callable[[str], str]) -> SyncCheck:
@@ -546,6 +547,7 @@ async def check_syncs(base: str, book: Book, token: Callable[[str], str]) -> Syn
                     out.lost.append(user)
                 if not a.ok and a.k in ran:
                     out.unanswered_stored += 1
+                    out.ran_unanswered.add((user, a.k))
             # The board's days: one attempt's, the latest that ran.
             codes = set()
             for j, day in enumerate(book.days):

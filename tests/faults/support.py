@@ -178,9 +178,9 @@ async def verify(
     wrong = await settle_board(base, book, check, SERVICE_TOKEN, within)
     assert not wrong, f"board != days (board, days): {wrong}"
     figures: dict[str, Any] = {
-        "acknowledged": check.acknowledged,
         "acknowledged_lost": len(set(check.lost)),
-        "unanswered_but_stored": check.unanswered_stored,
+        # Answered 503 (or not at all), yet written: the reply was lost, not the write.
+        "unanswered_but_stored": sum((a.user, a.k) in check.ran_unanswered for a in load.attempts),
     }
     if load.watchers.states:
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:

@@ -230,6 +230,7 @@ async def test_acknowledged_syncs_survive_a_slow_disk(short_dir: Path, fsync: st
         {
             "acknowledged_before_kill": sum(a.ok for a in before),
             "acknowledged": check.acknowledged,
+            "acknowledged_lost": len(check.lost),
             "users_with_acknowledged_lost": len(lost),
             **load.summary(),
         },
