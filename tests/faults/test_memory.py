@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import gc
 
-import pytest
-
 from healthcomp.live.hub import Delivered
 
 EVENT = {
@@ -37,11 +35,6 @@ EVENT = {
 }
 
 
-@pytest.mark.xfail(
-    "_alone" in Delivered.__slots__,
-    reason="Delivered keeps (self,) in _alone: a reference cycle per board event",
-    strict=True,
-)
 def test_a_board_event_is_freed_without_the_collector() -> None:
     gc.collect()
     gc.disable()

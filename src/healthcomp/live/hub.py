@@ -92,12 +92,11 @@ class Delivered(Out):
     """One event as this room sends it: the frame every client gets, and the personal
     `rank_change` frames, made once, the first time a client they concern needs them."""
 
-    __slots__ = ("_alone", "_data", "_personal", "concerns", "event_id", "leaver")
+    __slots__ = ("_data", "_personal", "concerns", "event_id", "leaver")
 
     def __init__(self, data: dict[str, Any]) -> None:
         super().__init__(frames.event_frame(data))
         self.event_id = int(data["event_id"])
-        self._alone: tuple[Out, ...] = (self,)
         self._data: dict[str, Any] | None = None
         self._personal: dict[str, Out] | None = None
         # The users a rank_change goes to: the mover and whom it passed or was passed by.
@@ -113,15 +112,18 @@ class Delivered(Out):
     def outs(self, user: str | None) -> tuple[Out, ...]:
         """What one client gets for this event: the frame, and its own rank_change
         (on the fan-out's path: nothing is made for a client it does not concern)."""
+        # A fresh one-tuple: one kept on the object would hold the object itself, a
+        # cycle that only the collector frees, and the workers' collector runs its
+        # older generations rarely (app.tune_gc): every event stayed in memory.
         if user is None or user not in self.concerns:
-            return self._alone
+            return (self,)
         if self._personal is None:
             assert self._data is not None
             made = frames.personal_frames(self._data)
             self._personal = {u: Out(text) for u, text in made.items()}
             self._data = None
         personal = self._personal.get(user)
-        return self._alone if personal is None else (self, personal)
+        return (self,) if personal is None else (self, personal)
 
 
 Write = tuple[Callable[[bytes], bool], Callable[[], Coroutine[Any, Any, Any]]]
