@@ -68,7 +68,10 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         finally:
             cluster.stop()
     elif BACKEND == "embedded":
-        server = EmbeddedRedis(tmp_path_factory.mktemp("embedded"))
+        # The suite's shared server skips the per-write fsync of the product's default
+        # (`always`); durability is tested on servers started with the defaults
+        # (tests/core/test_embedded.py, tests/faults).
+        server = EmbeddedRedis(tmp_path_factory.mktemp("embedded"), fsync="everysec")
         url = server.start()
         try:
             yield url

@@ -162,7 +162,7 @@ class EmbeddedRedis:
     and takes it over when that process goes. Either way `stop()` ends it.
     """
 
-    def __init__(self, data_dir: Path, *, fsync: str = "everysec") -> None:
+    def __init__(self, data_dir: Path, *, fsync: str = "always") -> None:
         self.data_dir = data_dir.resolve()
         self.dir = self.data_dir / "redis"
         self.fsync = fsync
@@ -506,7 +506,7 @@ class EmbeddedRedis:
 
 
 def start_or_share(
-    data_dir: Path, timeout: float = 15.0, *, fsync: str = "everysec"
+    data_dir: Path, timeout: float = 15.0, *, fsync: str = "always"
 ) -> tuple[str, EmbeddedRedis]:
     """Start the data directory's server, or share the one another process owns.
 

@@ -104,14 +104,16 @@ class Settings(BaseSettings):
         "generated development secret (`jwt-secret`); a relative path is taken from the "
         "working directory.",
     )
-    # `everysec`: a write is in the file (the OS page cache) before it is acknowledged,
-    # so it survives kill -9 of Redis and of the service. See docs/ARCHITECTURE.md.
+    # `always`: a write is in the file and on the disk before it is acknowledged. With
+    # `everysec` Redis holds writes back (still answering them) while a slow fsync runs,
+    # and a kill then loses them (tests/faults). See docs/ARCHITECTURE.md.
     embedded_fsync: Literal["always", "everysec"] = Field(
-        "everysec",
+        "always",
         validation_alias="HC_EMBEDDED_FSYNC",
-        description="The embedded Redis's AOF fsync policy: with `everysec` an "
-        "acknowledged write survives a crash of Redis or of the service and only an OS "
-        "crash or power loss can lose the last second; `always` fsyncs every write.",
+        description="The embedded Redis's AOF fsync policy: with `always` an acknowledged "
+        "write is on disk and survives a crash of Redis, of the service or of the OS; "
+        "`everysec` fsyncs once a second, and a crash of Redis while a slow fsync runs, "
+        "or of the OS, can lose the writes of the last seconds.",
     )
     key_prefix: str = Field(
         "hc",
