@@ -139,3 +139,18 @@ def test_what_mint_token_puts_in_a_token() -> None:
         audience=ANON,
     )
     assert anon["aud"] == ANON and "sub" not in anon and "iss" not in anon
+
+
+async def test_a_refused_development_token_names_the_secret_to_mint_with(
+    tmp_path: Path,
+) -> None:
+    a = _auth(tmp_path, supabase_jwt_secret=None)
+    assert a.dev_secret_path == (tmp_path / "data" / "jwt-secret").resolve()
+    with pytest.raises(Unauthorized) as refused:
+        await a.verify(_token())  # signed with the test secret, not the generated one
+    assert str(a.dev_secret_path) in refused.value.message
+
+
+def test_acting_for_someone_else_says_why() -> None:
+    with pytest.raises(Forbidden, match="only act on your own account"):
+        Principal(USER, "ana").require_self_or_service("bob")

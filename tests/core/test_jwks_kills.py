@@ -96,3 +96,19 @@ async def test_closing_the_key_set_closes_its_client(jwks_server: JWKSServer) ->
     await cache.aclose()
     assert cache._client is None
     await cache.aclose()  # twice: nothing to close
+
+
+async def test_only_signing_keys_are_taken_and_use_may_be_left_out(
+    tmp_path: Path, redis_url: str, jwks_server: JWKSServer
+) -> None:
+    # An encryption key (`use: enc`) and a key of an algorithm not accepted come first:
+    # skipped, and the list goes on. A key that leaves `use` out is a signing key.
+    enc = ec_key("ec-enc")
+    odd = {**ec_key("ec-odd").jwk(), "alg": "ES512"}
+    plain = {k: v for k, v in EC1.jwk().items() if k != "use"}
+    jwks_server.documents[PATH] = {"keys": [{**enc.jwk(), "use": "enc"}, odd, plain]}
+    async with running_app(jwks_settings(tmp_path, redis_url, jwks_server)) as (_, client):
+        resp = await client.get(ME, headers=bearer(EC1.sign(user_claims("plain"))))
+        assert resp.status_code == 200, resp.text
+        resp = await client.get(ME, headers=bearer(enc.sign(user_claims("enc"))))
+        assert_error(resp, 401, "unauthorized")
