@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 EXTERNAL_REDIS ?= redis://127.0.0.1:6379/15
 
-.PHONY: run reset test lint types pytest test-embedded test-external test-cluster bench clean venv
+.PHONY: run reset test lint types pytest test-embedded test-external test-cluster bench clean venv \
+	fuzz faults soak mutation
 
 venv: $(STAMP)
 
@@ -58,6 +59,26 @@ test-cluster: $(STAMP)
 ## docs/BENCHMARKS.md. Needs wrk (installed when run as root). Options: BENCH_ARGS="--help".
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## Issue 12's longer runs (docs/RELIABILITY.md). Each has a bounded part in `make test`.
+## The schema fuzz, long: every operation and the links between them, 400 random cases
+## per operation and 2,000 stateful scenarios, a new seed each run (7-12 min on two
+## cores; tests/fuzz.py). FUZZ_ARGS="--help".
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.fuzz --long $(FUZZ_ARGS)
+
+## Faults under load with longer load phases (FAULT_SECONDS, default 10).
+faults: $(STAMP)
+	HC_FAULT_SECONDS=$(or $(FAULT_SECONDS),10) $(BIN)/pytest tests/faults -s -p no:cacheprovider
+
+## The soak: 10 minutes of mixed load, RSS and descriptors sampled (SOAK_ARGS="--minutes 1").
+soak: $(STAMP)
+	nice -n 10 $(BIN)/python -m bench.soak $(SOAK_ARGS)
+
+## Mutation testing: mutmut over the Python rules and the planted Lua changes (long;
+## MUTATION_ARGS="--lua" for the Lua part only, "--help" for the rest).
+mutation: $(STAMP)
+	$(BIN)/python -m tests.mutation $(MUTATION_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
