@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -230,8 +231,9 @@ async def _call(client: httpx.AsyncClient, op: Operation, jwt_token: str) -> htt
 # --- the app ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def project() -> Iterator[tuple[Project, JWKSServer]]:
+@contextlib.contextmanager
+def served_project() -> Iterator[tuple[Project, JWKSServer]]:
+    """The project's key set, and the attacker's, served on loopback."""
     server = JWKSServer()
     server.start()
     server.documents[JWKS_PATH] = {"keys": [EC_KEY.jwk(), RS_KEY.jwk()]}
@@ -240,6 +242,12 @@ def project() -> Iterator[tuple[Project, JWKSServer]]:
         yield Project(server.base), server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def project() -> Iterator[tuple[Project, JWKSServer]]:
+    with served_project() as made:
+        yield made
 
 
 @pytest.fixture(scope="module")

@@ -31,14 +31,18 @@ from tests.live.support import Service
 from tests.test_hostile_tokens import (
     ATTACKER_SET,
     ATTACKS,
-    EC_KEY,
-    JWKS_PATH,
     MEMBER,
-    RS_KEY,
-    STRANGER,
     VALID,
     Project,
+    served_project,
 )
+
+
+@pytest.fixture(scope="module")
+def project() -> Iterator[tuple[Project, JWKSServer]]:
+    with served_project() as made:
+        yield made
+
 
 pytestmark = [
     pytest.mark.slow,
@@ -49,18 +53,6 @@ pytestmark = [
 ]
 
 CID = "wire-board"
-
-
-@pytest.fixture(scope="module")
-def project() -> Iterator[tuple[Project, JWKSServer]]:
-    server = JWKSServer()
-    server.start()
-    server.documents[JWKS_PATH] = {"keys": [EC_KEY.jwk(), RS_KEY.jwk()]}
-    server.documents[ATTACKER_SET] = {"keys": [{**STRANGER.jwk(), "kid": "attacker"}]}
-    try:
-        yield Project(server.base), server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
