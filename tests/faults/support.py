@@ -164,6 +164,14 @@ def assert_503s_are_enveloped(attempts: Sequence[Attempt]) -> None:
             assert a.retry_after is not None and int(a.retry_after) > 0, a
 
 
+def assert_only_200_or_503(load: MixedLoad) -> None:
+    """Every sync and read was answered 200 or a 503 in the envelope with Retry-After:
+    never a 500, another code or a dropped connection."""
+    assert answers(load.attempts) <= {"200", "503"}, load.summary()
+    assert {str(r.status) for r in load.reads} <= {"200", "503"}, load.summary()
+    assert_503s_are_enveloped(load.attempts)
+
+
 async def verify(
     load: MixedLoad, base: str, *, within: float = 15.0
 ) -> tuple[SyncCheck, dict[str, Any]]:
