@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from healthcomp import __version__
 from healthcomp.activity.routes import router as activity_router
 from healthcomp.analytics.routes import router as analytics_router
+from healthcomp.competitions import service as competitions
 from healthcomp.competitions.routes import router as competitions_router
 from healthcomp.console.routes import router as console_router
 from healthcomp.core import metrics
@@ -71,7 +72,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             except TimeoutError:
                 log.warning("Redis did not answer the persistence check within 3 s")
         # Finishes work that a dead request or process left owed: now, then periodically.
-        sweeper = asyncio.create_task(sweep.loop(ctx))
+        sweeper = asyncio.create_task(sweep.loop(ctx, [competitions.finish_closings]))
         counted = asyncio.create_task(metrics.flush_every())
         if getattr(app.state, "tune_gc", False):
             tune_gc()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,9 +13,11 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from healthcomp.competitions import service as competitions
+from healthcomp.core.clock import to_ms
 from healthcomp.core.context import AppContext
 from healthcomp.engine import reads, writes
-from tests.conftest import SERVICE_AUTH, assert_error, auth
+from tests.conftest import SERVICE_AUTH, assert_error, auth, make_settings
+from tests.core.support import running_app
 from tests.domain.helpers import API, app_clock, at, create_comp, join, rec, sync
 
 DAY = "2026-11-05"
@@ -32,6 +37,15 @@ async def setup_field(
 async def distribute(client: httpx.AsyncClient, cid: str, who: str = "org") -> httpx.Response:
     headers = SERVICE_AUTH if who == "service" else auth(who)
     return await client.post(f"{API}/prizes/distribute/{cid}", headers=headers)
+
+
+def dying(message: str) -> Callable[..., Awaitable[Any]]:
+    """A step that fails as if its connection (or its process) died: 503 to the caller."""
+
+    async def fails(*args: Any, **kwargs: Any) -> Any:
+        raise RedisConnectionError(message)
+
+    return fails
 
 
 async def test_not_before_the_grace_period_is_over(client: httpx.AsyncClient) -> None:
@@ -107,18 +121,14 @@ async def test_a_crash_before_or_after_the_write_leaves_one_ledger(
     app_clock(client).at = AFTER_GRACE
     real_finalize, real_closed = writes.finalize, competitions.closed
 
-    async def lost_before(*args: Any, **kwargs: Any) -> Any:
-        raise RedisConnectionError("connection lost before the script ran")
-
-    monkeypatch.setattr(writes, "finalize", lost_before)
+    monkeypatch.setattr(writes, "finalize", dying("connection lost before the script ran"))
     assert_error(await distribute(client, "crash"), 503)
     assert await ctx.r.exists(ctx.keys.ledger("crash")) == 0  # nothing written
 
-    async def dies_after(*args: Any, **kwargs: Any) -> Any:
-        raise RedisConnectionError("the process died after the ledger was written")
-
     monkeypatch.setattr(writes, "finalize", real_finalize)
-    monkeypatch.setattr(competitions, "closed", dies_after)
+    monkeypatch.setattr(
+        competitions, "closed", dying("the process died after the ledger was written")
+    )
     assert_error(await distribute(client, "crash"), 503)
     assert await ctx.r.xlen(ctx.keys.outbox("crash")) == 2  # written whole
 
@@ -128,6 +138,104 @@ async def test_a_crash_before_or_after_the_write_leaves_one_ledger(
     assert await ctx.r.xlen(ctx.keys.outbox("crash")) == 2
     listed = await client.get(f"{API}/competitions?status=finalized", headers=auth("org"))
     assert "crash" in {c["id"] for c in listed.json()["data"]["items"]}
+
+
+async def listed(client: httpx.AsyncClient, status: str) -> set[str]:
+    """The service role's listing: the indexes as they are (a user's own private ones
+    are placed by their live status)."""
+    resp = await client.get(f"{API}/competitions?status={status}", headers=SERVICE_AUTH)
+    assert resp.status_code == 200, resp.text
+    return {c["id"] for c in resp.json()["data"]["items"]}
+
+
+async def test_the_sweep_finishes_the_listing_of_a_distribution_cut_short(
+    client: httpx.AsyncClient, ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that dies between the ledger script and the listing step: no later
+    call is needed, the sweep's step finishes it, at the time of the script."""
+    await setup_field(client, "cut", {"a": 300, "b": 200}, prize_pool_cents=500)
+    app_clock(client).at = AFTER_GRACE
+
+    monkeypatch.setattr(
+        competitions, "closed", dying("the process died after the ledger was written")
+    )
+    assert_error(await distribute(client, "cut"), 503)
+    monkeypatch.undo()
+    assert "cut" in await listed(client, "ended") and "cut" not in await listed(client, "finalized")
+    assert await ctx.r.zscore(ctx.keys.organized("org"), "cut") != 0  # still counted open
+    finalized_ms = int(await ctx.r.hget(ctx.keys.meta("cut"), "finalized_ms"))
+
+    later = AFTER_GRACE + timedelta(hours=1)  # a listing of the sweep's time is wrong
+    app_clock(client).at = later
+    assert await competitions.finish_closings(ctx, to_ms(later)) == 1
+    assert "cut" in await listed(client, "finalized") and "cut" not in await listed(client, "ended")
+    assert await ctx.r.zscore(ctx.keys.organized("org"), "cut") == 0
+    times = await ctx.r.hget(ctx.keys.index("times"), "cut")
+    assert times.split("|")[2:5:2] == ["finalized", str(finalized_ms)]
+    assert await ctx.r.exists(ctx.keys.index("closing")) == 0  # the marker went
+    assert await competitions.finish_closings(ctx, to_ms(later)) == 0  # nothing left
+
+
+async def test_the_apps_sweep_finishes_the_listing_of_a_cancel_cut_short(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app hands the step to its sweep: with a sweep every 0.2 s, a cancel whose
+    process died after its script is listed cancelled, and its organizer's cap freed,
+    with no other call."""
+    settings = make_settings(tmp_path, redis_url, sweep_seconds=0.2)
+    async with running_app(settings) as (app, client):
+        ctx: AppContext = app.state.ctx
+        await setup_field(client, "off2", {"a": 300}, entry_fee_cents=100)
+
+        monkeypatch.setattr(
+            competitions, "closed", dying("the process died after the cancel script")
+        )
+        resp = await client.post(
+            f"{API}/competitions/off2/cancel", json={"reason": "rain"}, headers=auth("org")
+        )
+        assert_error(resp, 503)
+        assert await ctx.r.hget(ctx.keys.meta("off2"), "state") == "cancelled"
+        assert "off2" not in await listed(client, "cancelled")
+        monkeypatch.undo()
+        for _ in range(50):
+            if "off2" in await listed(client, "cancelled"):
+                break
+            await asyncio.sleep(0.1)
+        assert "off2" in await listed(client, "cancelled")
+        assert "off2" not in await listed(client, "active")
+        assert await ctx.r.zscore(ctx.keys.organized("org"), "off2") == 0
+        assert await ctx.r.exists(ctx.keys.index("closing")) == 0
+
+
+async def test_a_marker_whose_call_died_before_its_script_is_dropped_after_a_minute(
+    client: httpx.AsyncClient, ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await setup_field(client, "never", {"a": 300}, prize_pool_cents=500)
+    app_clock(client).at = AFTER_GRACE
+
+    monkeypatch.setattr(writes, "finalize", dying("connection lost before the script ran"))
+    assert_error(await distribute(client, "never"), 503)
+    monkeypatch.undo()
+    key = ctx.keys.index("closing")
+    marked = int(await ctx.r.zscore(key, "never"))
+    # Within the minute the call may still be under way: the marker stays.
+    assert await competitions.finish_closings(ctx, marked + 59_000) == 0
+    assert await ctx.r.zscore(key, "never") == marked
+    assert await competitions.finish_closings(ctx, marked + 61_000) == 0
+    assert await ctx.r.zscore(key, "never") is None
+    assert "never" in await listed(client, "ended")  # untouched: nothing was closed
+
+
+async def test_a_refused_cancel_leaves_no_marker(
+    client: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    await setup_field(client, "late2", {"a": 300})
+    app_clock(client).at = AFTER_GRACE
+    resp = await client.post(
+        f"{API}/competitions/late2/cancel", json={"reason": "rain"}, headers=auth("org")
+    )
+    assert_error(resp, 409, "competition_ended")
+    assert await ctx.r.exists(ctx.keys.index("closing")) == 0
 
 
 async def test_who_may_distribute(client: httpx.AsyncClient) -> None:

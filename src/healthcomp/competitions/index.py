@@ -170,3 +170,41 @@ async def count_before(
         else:
             out.append(int(raw[i]) + sum(1 for t in ties if t < cid))
     return out
+
+
+# --- closings under way ----------------------------------------------------------------
+# A cancel or a distribution changes the competition (its slot) first and the listings
+# (this slot) after: two steps that no script can join in a cluster. A marker written
+# before the first and removed after the second lets the sweep finish the second for a
+# process that died in between.
+
+# KEYS: closing; ARGV: cid, cutoff -> 1 when removed
+_UNMARK_IF_OLD = Lua(
+    "competitions.unmark_if_old",
+    """
+local since = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if since and tonumber(since) <= tonumber(ARGV[2]) then
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
+""",
+)
+
+
+async def mark_closing(ctx: AppContext, cid: str, now_ms: int) -> None:
+    await ctx.r.zadd(ctx.keys.index("closing"), {cid: now_ms})
+
+
+async def unmark_closing(ctx: AppContext, cid: str, *, marked_before_ms: int | None = None) -> bool:
+    """Remove the marker; with `marked_before_ms`, only one written at or before then
+    (a later one belongs to a call still under way)."""
+    key = ctx.keys.index("closing")
+    if marked_before_ms is None:
+        return bool(await ctx.r.zrem(key, cid))
+    return bool(await _UNMARK_IF_OLD(ctx, [key], [cid, marked_before_ms]))
+
+
+async def closing(ctx: AppContext) -> list[tuple[str, int]]:
+    """The markers: (competition, ms), oldest first."""
+    raw = await ctx.r.zrange(ctx.keys.index("closing"), 0, -1, withscores=True)
+    return [(str(cid), int(ms)) for cid, ms in raw]

@@ -22,11 +22,17 @@ class Stored:
     participant_count: int
     version: int = 0
     recount: Recount | None = None
+    closed_ms: int | None = None  # when it was cancelled or finalized
 
     @classmethod
     def of(cls, record: CompetitionRecord) -> Stored:
         return cls(
-            record.doc, record.state, record.participant_count, record.version, record.recount
+            record.doc,
+            record.state,
+            record.participant_count,
+            record.version,
+            record.recount,
+            record.closed_ms,
         )
 
     @property

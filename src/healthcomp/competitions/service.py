@@ -346,6 +346,7 @@ async def leave(ctx: AppContext, principal: Principal, stored: Stored, user_id: 
 async def cancel(ctx: AppContext, principal: Principal, stored: Stored, reason: str) -> Stored:
     now = ctx.clock.now()
     actor = principal.user_id or "service"
+    marked = await closing(ctx, stored.id)
     code = await writes.cancel(
         ctx,
         stored.id,
@@ -354,6 +355,10 @@ async def cancel(ctx: AppContext, principal: Principal, stored: Stored, reason: 
         now_ms=to_ms(now),
         reason=reason,
     )
+    # Closed now or before (maybe by a call that died after its script): the listings
+    # follow. Still open: this call's marker goes.
+    if not await closed(ctx, stored.id):
+        await index.unmark_closing(ctx, stored.id, marked_before_ms=marked)
     if code is Reply.CLOSED:
         raise Conflict(
             f"The competition is already {stored.status(now)}.", error="competition_closed"
@@ -365,16 +370,49 @@ async def cancel(ctx: AppContext, principal: Principal, stored: Stored, reason: 
             error="competition_ended",
         )
     _raise_for(code)
-    await closed(ctx, stored, "cancelled", now)
     return await get(ctx, stored.id)
 
 
-async def closed(ctx: AppContext, stored: Stored, state: str, now: datetime) -> None:
-    """After a cancel or a finalization: the listings and the organizer's cap follow.
-    Idempotent, so a retried call that finds the state already changed repeats it."""
-    await index.upsert(ctx, stored.id, _index_record(stored.doc, state, to_ms(now)), to_ms(now))
+async def closing(ctx: AppContext, cid: str) -> int:
+    """Before a cancel or a finalization: the marker that lets the sweep finish the
+    listing step (`closed`) if this process dies between the two. Returns its time."""
+    now_ms = to_ms(ctx.clock.now())
+    await index.mark_closing(ctx, cid, now_ms)
+    return now_ms
+
+
+async def closed(ctx: AppContext, cid: str) -> bool:
+    """After a cancel or a finalization: the listings and the organizer's cap follow, and
+    the marker goes. False, changing nothing, while the competition is still open.
+    Idempotent: a retried call, or the sweep, repeats it with the same result."""
+    stored = await repo.load(ctx, cid)
+    if stored is None or stored.state not in ("cancelled", "finalized"):
+        return False
+    now_ms = to_ms(ctx.clock.now())
+    at = stored.closed_ms if stored.closed_ms is not None else now_ms
+    await index.upsert(ctx, cid, _index_record(stored.doc, stored.state, at), now_ms)
     if stored.organizer is not None:
-        await repo.close_organized(ctx, stored.organizer, stored.id)
+        await repo.close_organized(ctx, stored.organizer, cid)
+    await index.unmark_closing(ctx, cid)
+    return True
+
+
+# A marker this old on a competition still open belongs to a call that died before its
+# script ran (a live call has long been answered or cut off by its deadline).
+ABANDONED_AFTER_MS = 60_000
+
+
+async def finish_closings(ctx: AppContext, now_ms: int) -> int:
+    """A sweep step: the listing step of every cancel or finalization whose process died
+    after its script. Returns how many it finished."""
+    finished = 0
+    cutoff = now_ms - max(ABANDONED_AFTER_MS, int(3000 * ctx.settings.request_timeout_seconds))
+    for cid, since in await index.closing(ctx):
+        if await closed(ctx, cid):
+            finished += 1
+        elif since <= cutoff:
+            await index.unmark_closing(ctx, cid, marked_before_ms=cutoff)
+    return finished
 
 
 async def audit(ctx: AppContext, principal: Principal, stored: Stored) -> list[Any]:

@@ -63,6 +63,7 @@ SCHEMA: tuple[KeySpec, ...] = (
     KeySpec("P:{ix}:S:V", "zset", "competitions", "the listing indexes: S is `all` or `pub` (public only), V is `created` (→ created ms), `upcoming` (→ start ms), `active` (→ end ms), `ended` (→ end ms), `cancelled` or `finalized` (→ closed ms)"),
     KeySpec("P:{ix}:times", "hash", "competitions", "competition → `starts_ms|ends_ms|state|created_ms|closed_ms|public`: what the listing indexes are built from"),
     KeySpec("P:{ix}:asof", "string", "competitions", "the time (ms) the listing indexes were last advanced to"),
+    KeySpec("P:{ix}:closing", "zset", "competitions", "competition → when (ms) a cancel or a distribution began; removed once the listings show it closed, so the sweep finishes the listing step for a process that died between the two"),
     KeySpec("P:recounts", "set", "engine", "competitions with a recount job to run or finish"),
     KeySpec("P:lease:L", "string", "engine", "a background job's lease (sweep, recount), so one process runs it at a time"),
     KeySpec("P:rl:user:U, P:rl:ip:A", "string", "core", "rate-limit state (GCRA arrival time, µs), expires when idle"),
@@ -188,7 +189,7 @@ class Keys:
 
     # --- global indexes (each a single key, or one `{ix}` slot) -----------------
     def index(self, name: str) -> str:
-        """`times`, `asof`, or `<all|pub>:<created|upcoming|active|ended|cancelled|finalized>`."""
+        """`times`, `asof`, `closing`, or `<all|pub>:<created|upcoming|active|ended|cancelled|finalized>`."""
         assert name in _INDEXES, name
         return f"{self.prefix}:{{ix}}:{name}"
 
@@ -212,7 +213,8 @@ class Keys:
 
 LISTINGS = ("created", "upcoming", "active", "ended", "cancelled", "finalized")
 _INDEXES = frozenset(
-    {"times", "asof"} | {f"{scope}:{name}" for scope in ("all", "pub") for name in LISTINGS}
+    {"times", "asof", "closing"}
+    | {f"{scope}:{name}" for scope in ("all", "pub") for name in LISTINGS}
 )
 
 

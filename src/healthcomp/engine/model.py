@@ -75,6 +75,7 @@ class CompetitionRecord:
     participant_count: int
     version: int
     recount: Recount | None
+    closed_ms: int | None = None  # when it was cancelled or finalized (the script's clock)
 
 
 @dataclass(frozen=True)

@@ -36,13 +36,13 @@ async def load_many(ctx: AppContext, ids: list[str]) -> list[CompetitionRecord |
     k = ctx.keys
     pipe = ctx.r.pipeline(transaction=False)
     for cid in ids:
-        pipe.hmget(k.meta(cid), ["doc", "state", "ver"])
+        pipe.hmget(k.meta(cid), ["doc", "state", "ver", "cancelled_ms", "finalized_ms"])
         pipe.hlen(k.entries(cid))
         pipe.hmget(k.recount(cid), ["state", "done", "total"])
     raw = await pipe.execute()
     out: list[CompetitionRecord | None] = []
     for i in range(0, len(raw), 3):
-        doc, state, ver = raw[i]
+        doc, state, ver, cancelled, finalized = raw[i]
         if doc is None:
             out.append(None)
             continue
@@ -53,6 +53,7 @@ async def load_many(ctx: AppContext, ids: list[str]) -> list[CompetitionRecord |
                 participant_count=int(raw[i + 1]),
                 version=int(ver or 0),
                 recount=_recount(*raw[i + 2]),
+                closed_ms=int(cancelled or finalized) if cancelled or finalized else None,
             )
         )
     return out

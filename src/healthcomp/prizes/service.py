@@ -208,7 +208,7 @@ async def distribute(ctx: AppContext, stored: Stored) -> dict[str, Any]:
             )
         if kept is not None:
             # Written, maybe by a call that failed after it: what follows is idempotent.
-            await competitions.closed(ctx, current, "finalized", ctx.clock.now())
+            await competitions.closed(ctx, cid)
             return ledger_view(*kept)
         now = ctx.clock.now()
         if now < current.deadline:
@@ -219,6 +219,7 @@ async def distribute(ctx: AppContext, stored: Stored) -> dict[str, Any]:
                 details=[{"field": "opens_at", "message": rfc3339(current.deadline)}],
             )
         summary, lines = await _ledger(ctx, current, now)
+        await competitions.closing(ctx, cid)
         code = await writes.finalize(
             ctx,
             cid,
