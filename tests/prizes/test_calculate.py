@@ -71,7 +71,7 @@ async def test_another_pool_previewed_to_the_currencys_decimals(client: httpx.As
     data = await preview(client, "usd", body={"prize_pool": "0.01"})
     assert [p["amount_cents"] for p in data["prizes"]] == [1, 0, 0]
     assert data["prizes"][0]["user_id"] == "a" and data["pool_overridden"] is True
-    for bad in ("0.001", "-1", "NaN", "1e30"):
+    for bad in ("0.001", "-1", "NaN", "1e30", " 5", "5_000", "\u0665", "+5", ".5", "5.", ""):
         resp = await client.post(
             f"{API}/prizes/calculate/usd", json={"prize_pool": bad}, headers=auth("org")
         )

@@ -67,15 +67,41 @@ _BOUNDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "ex
 JsonDecimal = Annotated[Decimal, BeforeValidator(_number_for_decimal), _NumberInSchema]
 
 
+# Plain ASCII digits with an optional fraction: no exponent, sign, spaces, underscores or
+# other scripts' digits, all of which `Decimal()` would take.
+AMOUNT_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
+_AMOUNT = re.compile(AMOUNT_PATTERN)
+
+
 def _amount(value: Any) -> Any:
     if isinstance(value, bool):
         raise PydanticCustomError("decimal_type", "Input should be an amount, not a boolean")
+    if isinstance(value, str) and not _AMOUNT.fullmatch(value):
+        raise PydanticCustomError(
+            "decimal_parsing",
+            "Input should be an amount written with digits and an optional decimal point, "
+            "such as 250.00",
+        )
     return value
+
+
+class _AmountInSchema:
+    """Documents the string form of an amount with the pattern `_amount` holds it to."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        for branch in schema.get("anyOf", []):
+            if branch.get("type") == "string":
+                branch["pattern"] = AMOUNT_PATTERN
+        return schema
 
 
 # An amount of money: a decimal string ("250.00", exact, the way to send money) or a
 # JSON number; never a boolean.
-Amount = Annotated[Decimal, BeforeValidator(_amount)]
+Amount = Annotated[Decimal, BeforeValidator(_amount), _AmountInSchema]
 
 # C0 and C1 controls, DEL, the bidirectional embeddings, overrides and isolates, the
 # directional marks, unpaired surrogates, and the non-characters U+FFFE and U+FFFF.
