@@ -51,7 +51,6 @@ def meta_fields(doc: dict[str, Any]) -> dict[str, str]:
         "doc": orjson.dumps(doc).decode(),
         "start_date": start,
         "end_date": end,
-        "starts_ms": str(to_ms(starts_at(date.fromisoformat(start)))),
         "ends_ms": str(to_ms(ends_at(date.fromisoformat(end)))),
         "deadline_ms": str(deadline_ms),
         "metric_idx": str(METRICS.index(doc["metric"])),
