@@ -139,11 +139,13 @@ def hello_command(server: str, port: int, workers: int) -> list[str]:
         if granian is None:
             raise RuntimeError("--server granian: no `granian` executable (pip install granian)")
         # The options `healthcomp serve --server granian` gives Granian (src/healthcomp/cli.py):
-        # uvloop, WebSockets on (a hello has no WebSocket route), no access log.
+        # uvloop, HTTP/1.1 only with its header timeout and buffer, WebSockets on (a hello
+        # has no WebSocket route), no access log.
         return [
             granian, "--interface", "asgi", "--host", HOST, "--port", str(port),
             "--workers", str(workers), "--loop", "uvloop", "--log-level", "warning",
-            "bench.hello:app",
+            "--http", "1", "--http1-header-read-timeout", "15000",
+            "--http1-buffer-size", str(32 * 1024), "bench.hello:app",
         ]  # fmt: skip
     raise ValueError(f"unknown server {server!r}")
 

@@ -238,7 +238,7 @@ def _uvicorn(settings: Settings, reload_dirs: list[str] | None = None) -> None:
 def _granian(settings: Settings) -> None:
     """Granian: HTTP parsing and socket writes in Rust threads, the app on uvloop."""
     from granian import Granian
-    from granian.constants import Interfaces, Loops
+    from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
@@ -252,10 +252,15 @@ def _granian(settings: Settings) -> None:
         workers=settings.workers,
         loop=Loops.uvloop,
         websockets=True,
-        # Granian bounds a request's head itself (its read buffer, about 400 KiB) and
-        # its keep-alive has no idle timeout to set; the head's time limit is ours.
+        # HTTP/1.1 only: with protocol detection ("auto") a connection that never sends
+        # a byte has no timer at all. Here the head's time limit runs from the
+        # connection (and from each response: it is also the keep-alive idle limit),
+        # and a head larger than the read buffer (our head bound, give or take one
+        # read) is answered 431.
+        http=HTTPModes.http1,
         http1_settings=HTTP1Settings(
-            header_read_timeout=int(settings.header_timeout_seconds * 1000)
+            header_read_timeout=int(settings.header_timeout_seconds * 1000),
+            max_buffer_size=settings.max_header_bytes,
         ),
         log_level=LogLevels(level),
         log_access=False,  # our own access line (core/logs.py)

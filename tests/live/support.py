@@ -25,9 +25,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Service:
-    """One `healthcomp serve` process (uvicorn, one worker) on a given Redis and prefix."""
+    """One `healthcomp serve` process (uvicorn unless told otherwise, one worker) on a
+    given Redis and prefix."""
 
-    def __init__(self, redis_url: str, prefix: str, workdir: Path, **env: str) -> None:
+    def __init__(
+        self, redis_url: str, prefix: str, workdir: Path, *, server: str = "uvicorn", **env: str
+    ) -> None:
         self.port = free_port()
         self.log = workdir / f"service-{self.port}.log"
         environ = {
@@ -48,7 +51,7 @@ class Service:
             **env,
         }
         cmd = [sys.executable, "-m", "healthcomp", "serve", "--host", HOST]
-        cmd += ["--port", str(self.port), "--server", "uvicorn"]
+        cmd += ["--port", str(self.port), "--server", server]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 cmd, env=environ, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,

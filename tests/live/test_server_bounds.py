@@ -7,8 +7,10 @@ the app (uvicorn_server.HttpProtocol, core.proxies), which no Redis backend chan
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
+from collections.abc import Iterator
 
 import httpx
 import orjson
@@ -225,3 +227,62 @@ def test_x_forwarded_for_from_a_trusted_proxy_names_the_client(pair: list[Servic
     assert spoofed == [429]
     # ... and the budget is shared by every process: the other one refuses it too.
     assert _refused_until_limited(pair[1], PROXY, ["203.0.113.7"]) == [429]
+
+
+# --- the same bounds on Granian (HC_SERVER=granian) ------------------------------------
+# Granian parses HTTP in Rust (hyper), so our protocol class is not in front of it;
+# `cli._granian` configures hyper's own bounds from the same settings. Its answers
+# differ in form (a slow head is closed without a 408; an oversized head is a 431 with
+# no body; the keep-alive idle limit is the head's time limit), not in what is bounded.
+
+
+@pytest.fixture(scope="module")
+def granian(
+    redis_url: str, prefix: str, tmp_path_factory: pytest.TempPathFactory, _drop_keys: None
+) -> Iterator[Service]:
+    workdir = tmp_path_factory.mktemp("granian")
+    service = Service(redis_url, prefix, workdir, server="granian", **ENV)
+    try:
+        service.wait_ready()
+        yield service
+    finally:
+        service.stop()
+
+
+def test_granian_closes_a_silent_connection_and_a_slow_head(granian: Service) -> None:
+    # Never a byte: closed after HC_HEADER_TIMEOUT (1 s). With Granian's protocol
+    # detection ("auto", its default) this connection was held for ever.
+    with _connect(granian) as sock:
+        started = time.monotonic()
+        assert _read_all(sock) == b""
+        assert 0.5 < time.monotonic() - started < 2.5
+    # A head dripped a byte every 0.2 s: closed too, counted from the connection.
+    with _connect(granian) as sock:
+        started = time.monotonic()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for byte in b"GET /health HTTP/1.1\r\nX-Slow: " + b"a" * 40:
+                sock.sendall(bytes([byte]))
+                time.sleep(0.2)
+        with contextlib.suppress(ConnectionResetError):
+            _read_all(sock)
+        assert time.monotonic() - started < 2.5
+
+
+def test_granian_bounds_the_head_and_closes_idle_keep_alive(granian: Service) -> None:
+    # HC_MAX_HEADER_BYTES (32 KiB) is its read buffer: a head near it is served, one
+    # of a few times it is 431 before the app sees it.
+    with _connect(granian) as sock:
+        sock.sendall(_request("/health", {"X-Padding": "a" * 30_000, "Connection": "close"}))
+        assert _read_all(sock).startswith(b"HTTP/1.1 200")
+    with _connect(granian) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(_request("/health", {"X-Padding": "a" * 100_000}))
+        assert _read_all(sock).startswith(b"HTTP/1.1 431")
+    # Keep-alive works, and an idle connection is closed after the head's time limit.
+    with _connect(granian) as sock:
+        for _ in range(2):
+            sock.sendall(_request("/health"))
+            assert _read_response(sock).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        assert sock.recv(65536) == b""
+        assert 0.5 < time.monotonic() - started < 2.5

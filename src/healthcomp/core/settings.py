@@ -186,7 +186,8 @@ class Settings(BaseSettings):
         le=3600,
         validation_alias="HC_KEEP_ALIVE",
         description="Time an idle keep-alive connection is kept open between requests, "
-        "in seconds. Behind a load balancer, set it above the balancer's idle timeout.",
+        "in seconds. Behind a load balancer, set it above the balancer's idle timeout. "
+        "Under granian the idle limit is `HC_HEADER_TIMEOUT` (one timer for both).",
     )
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
