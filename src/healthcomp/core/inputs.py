@@ -67,6 +67,24 @@ _BOUNDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "ex
 JsonDecimal = Annotated[Decimal, BeforeValidator(_number_for_decimal), _NumberInSchema]
 
 
+class SchemaPattern:
+    """Documents what a refusing validator refuses, as a JSON Schema `pattern` (ECMA
+    syntax; surrogates left out, JSON text in UTF-8 cannot carry them unpaired). On a
+    type that also takes a number (an amount), on its string form."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        strings = [s for s in schema.get("anyOf", []) if s.get("type") == "string"]
+        for branch in strings or [schema]:
+            branch["pattern"] = self.pattern
+        return schema
+
+
 # Plain ASCII digits with an optional fraction: no exponent, sign, spaces, underscores or
 # other scripts' digits, all of which `Decimal()` would take.
 AMOUNT_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
@@ -85,23 +103,9 @@ def _amount(value: Any) -> Any:
     return value
 
 
-class _AmountInSchema:
-    """Documents the string form of an amount with the pattern `_amount` holds it to."""
-
-    @classmethod
-    def __get_pydantic_json_schema__(
-        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        schema = handler(core_schema)
-        for branch in schema.get("anyOf", []):
-            if branch.get("type") == "string":
-                branch["pattern"] = AMOUNT_PATTERN
-        return schema
-
-
 # An amount of money: a decimal string ("250.00", exact, the way to send money) or a
 # JSON number; never a boolean.
-Amount = Annotated[Decimal, BeforeValidator(_amount), _AmountInSchema]
+Amount = Annotated[Decimal, BeforeValidator(_amount), SchemaPattern(AMOUNT_PATTERN)]
 
 # C0 and C1 controls, DEL, the bidirectional embeddings, overrides and isolates, the
 # directional marks, unpaired surrogates, and the non-characters U+FFFE and U+FFFF.
@@ -133,19 +137,6 @@ def without_unseen(value: str) -> str:
     """Text the service did not get from the user directly (a token's metadata): the
     characters a name refuses are dropped instead."""
     return _UNSEEN.sub("", value)
-
-
-class SchemaPattern:
-    """Documents what a refusing validator refuses, as a JSON Schema `pattern` (ECMA
-    syntax; surrogates left out, JSON text in UTF-8 cannot carry them unpaired)."""
-
-    def __init__(self, pattern: str) -> None:
-        self.pattern = pattern
-
-    def __get_pydantic_json_schema__(
-        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        return {**handler(core_schema), "pattern": self.pattern}
 
 
 _UNSEEN_CLASS = "\\x00-\\x1f\\x7f-\\x9f\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069\\ufffe\\uffff"
