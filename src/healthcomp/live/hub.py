@@ -665,8 +665,8 @@ class Hub:
                 continue
             if self.by_channel.get(room.channel) is None:  # the room closed meanwhile
                 link.unsubscribe(room.channel)
-            elif room.ready.done() and not room.filling:
-                room._fill()  # what was published while no node had it for us
+            else:
+                self.refill({room.channel})  # what was published while no node had it
             return
 
     def refill(self, channels: set[str]) -> None:
