@@ -12,6 +12,8 @@ Each test gets its own key prefix and deletes its keys afterwards.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -133,6 +135,17 @@ def make_settings(tmp_path: Path, redis_url: str | None, **overrides: Any) -> Se
 @pytest.fixture
 def settings(tmp_path: Path, redis_url: str) -> Settings:
     return make_settings(tmp_path, redis_url)
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short path, so that an embedded server's unix socket fits in sun_path
+    (pytest's tmp_path may not)."""
+    path = Path(tempfile.mkdtemp(prefix="hc-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -6,13 +6,11 @@ import asyncio
 import contextlib
 import fcntl
 import os
-import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -147,16 +145,6 @@ def raw_reply(host: str, port: int, request: bytes) -> bytes:
 @pytest.fixture(autouse=True)
 def no_inherited_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(EMBEDDED_URL_ENV, raising=False)
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A short path, so the unix socket fits in sun_path (pytest's tmp_path may not)."""
-    path = Path(tempfile.mkdtemp(prefix="hc-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def embedded_settings(root: Path, **overrides: Any) -> Settings:

@@ -24,9 +24,7 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,16 +57,6 @@ pytestmark = [pytest.mark.slow, embedded_pass_only, long_enough]
 
 DEFAULT_FSYNC = Settings.model_fields["embedded_fsync"].default
 SLOW = 0.3  # seconds each fsync is made to take
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A short path, so that the embedded server's unix socket fits in sun_path."""
-    path = Path(tempfile.mkdtemp(prefix="hcf-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def redis_pid(workdir: Path) -> int:
