@@ -68,6 +68,16 @@ async def join(client: httpx.AsyncClient, cid: str, *users: str) -> None:
         assert resp.status_code == 200, resp.text
 
 
+async def disqualify(client: httpx.AsyncClient, cid: str, user: str, reason: str) -> None:
+    """The organizer (`org`) disqualifies `user`."""
+    resp = await client.post(
+        f"{API}/competitions/{cid}/participants/{user}/disqualify",
+        json={"reason": reason},
+        headers=auth("org"),
+    )
+    assert resp.status_code == 200, resp.text
+
+
 def rec(day: str, steps: int = 0, source: str = "phone", **metrics: Any) -> dict[str, Any]:
     return {"date": day, "steps": steps, "source": source, **metrics}
 

@@ -19,7 +19,7 @@ from healthcomp.core.context import AppContext
 from healthcomp.core.settings import Settings
 from healthcomp.engine import reads
 from tests.conftest import SERVICE_AUTH, assert_error, auth
-from tests.domain.helpers import API, app_clock, at, create_comp, join, rec, stats, sync
+from tests.domain.helpers import API, app_clock, at, create_comp, disqualify, join, rec, stats, sync
 
 
 async def get_analytics(
@@ -391,12 +391,7 @@ async def test_a_disqualified_participants_sync_is_in_the_next_read(
     await create_comp(client, "dqc")
     await join(client, "dqc", "a", "b")
     await sync(client, "a", rec("2026-11-05", 500))
-    resp = await client.post(
-        f"{API}/competitions/dqc/participants/a/disqualify",
-        json={"reason": "shared account"},
-        headers=auth("org"),
-    )
-    assert resp.status_code == 200, resp.text
+    await disqualify(client, "dqc", "a", "shared account")
     data = await get_analytics(client, "dqc")
     assert data["disqualified"] == [{"user_id": "a", "user_name": "a", "score": 500}]
     answer = await sync(client, "a", rec("2026-11-06", 700))
@@ -411,12 +406,7 @@ async def test_a_disqualified_participants_rejoin_is_in_the_next_read(
     await create_comp(client, "dqr")
     await join(client, "dqr", "a", "b")
     await sync(client, "a", rec("2026-11-05", 500))
-    resp = await client.post(
-        f"{API}/competitions/dqr/participants/a/disqualify",
-        json={"reason": "shared account"},
-        headers=auth("org"),
-    )
-    assert resp.status_code == 200, resp.text
+    await disqualify(client, "dqr", "a", "shared account")
     resp = await client.post(f"{API}/competitions/dqr/leave", headers=auth("a"))
     assert resp.status_code == 200, resp.text
     data = await get_analytics(client, "dqr")
@@ -458,12 +448,7 @@ async def test_stats_carry_the_projected_finish_but_not_for_the_disqualified(
         assert comp["rank"] == rank and comp["disqualified"] is False
         assert comp["projected_final_score"] == by_user(board["leaders"])[user]["projected_score"]
         assert comp["projected_final_rank"] == rank
-    resp = await client.post(
-        f"{API}/competitions/proj/participants/b/disqualify",
-        json={"reason": "shared account"},
-        headers=auth("org"),
-    )
-    assert resp.status_code == 200, resp.text
+    await disqualify(client, "proj", "b", "shared account")
     comp = (await stats(client, "b", competition_id="proj"))["competition"]
     assert comp["score"] == 50000 and comp["disqualified"] is True
     assert (comp["rank"], comp["projected_final_score"], comp["projected_final_rank"]) == (

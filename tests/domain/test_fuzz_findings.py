@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests.conftest import SERVICE_AUTH, assert_error, auth
-from tests.domain.helpers import API, create_comp, join, rec, sync
+from tests.domain.helpers import API, create_comp, disqualify, join, rec, sync
 
 
 @pytest.mark.parametrize(
@@ -23,12 +23,7 @@ async def test_a_window_around_a_disqualified_participant_whose_score_moved_is_4
     await create_comp(client, "dq")
     await join(client, "dq", "a", "b")
     await sync(client, "b", rec("2026-11-05", 3000))
-    resp = await client.post(
-        f"{API}/competitions/dq/participants/a/disqualify",
-        json={"reason": "test"},
-        headers=auth("org"),
-    )
-    assert resp.status_code == 200, resp.text
+    await disqualify(client, "dq", "a", "test")
     await sync(client, "a", rec("2026-11-05", 5000))  # counts, off the board
 
     resp = await client.get(f"{API}/leaderboard/dq", params={"around": around}, headers=headers)
