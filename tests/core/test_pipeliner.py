@@ -218,6 +218,26 @@ async def test_batched_calls_survive_a_script_flush(ctx: AppContext) -> None:
     assert await ctx.r.get(counter) == "2"
 
 
+async def test_a_script_the_node_still_lacks_after_loading_runs_by_its_source(
+    ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failover case: the load reaches other nodes than the one serving the keys
+    (a replica promoted a moment ago), so EVALSHA is refused twice. The script runs
+    once, by EVAL, and is cached on that node after."""
+    script = fresh("unloaded", INCR_BODY)
+    counter = key(ctx, "unloaded")
+    sha = script.registered(ctx).sha
+
+    async def loaded_elsewhere(source: str) -> str:
+        return sha  # what SCRIPT LOAD answers, from nodes other than this one
+
+    monkeypatch.setattr(ctx.r, "script_load", loaded_elsewhere)
+    assert await script(ctx, [counter], []) == 1
+    assert await ctx.r.get(counter) == "1"
+    monkeypatch.undo()
+    assert await script(ctx, [counter], []) == 2  # by EVALSHA now
+
+
 # --- cancelled callers -----------------------------------------------------------------------
 
 

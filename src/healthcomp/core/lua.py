@@ -42,7 +42,15 @@ class Lua:
         return script
 
     async def __call__(self, ctx: AppContext, keys: list[str], args: list[Any]) -> Any:
-        return await self.registered(ctx)(keys=keys, args=args)
+        try:
+            return await self.registered(ctx)(keys=keys, args=args)
+        except NoScriptError:
+            # redis-py loaded the script and tried again, and the node still did not
+            # know it. In a cluster SCRIPT LOAD goes to the primaries of the client's
+            # slot map, which misses a replica promoted a moment ago (a failover): the
+            # read or write was a 500. The script ran in neither try; EVAL carries its
+            # source to whichever node serves the keys (and leaves it cached there).
+            return await ctx.r.eval(self.source, len(keys), *keys, *args)
 
     async def batched(
         self, ctx: AppContext, keys: Sequence[str], args: Sequence[Any], *, wait: float = 0
