@@ -5,6 +5,7 @@ and the board events of every path (trusted write, leave, cancel, visibility).""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -188,6 +189,42 @@ async def test_events_lost_on_a_dropped_link_are_filled_from_the_stream(
     await sock.until(lambda: len(sock.of("score_update")) == 20)
     assert score_ids(sock) == list(range(first + 1, first + 21))
     await sock.disconnect()
+
+
+async def test_a_board_subscribed_as_its_link_dies_is_subscribed_by_the_reconnect(
+    live_app: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    """A second board's subscription sent on the link's connection just as it died (its
+    reader has not seen it yet): it waits for the reconnect, which subscribes it with
+    the rest. Before, the send's ConnectionError failed the join, and the client was
+    told to come back later (1013); a cluster test met it in CI."""
+    app, client = live_app
+    ctx = ctx_of(app)
+    await create_comp(client, "cut1")
+    await join(client, "cut1", "alice")
+    first = await opened(ctx, "cut1", "alice")
+    hub = ctx.services["hub"]
+    assert isinstance(hub, Hub)
+    (link,) = hub.links.values()
+    # A second board served by the same link (in a cluster: on the same node).
+    other = "cut2"
+    for i in itertools.count():
+        other = f"cut2x{i}"
+        if await hub._link_for(reads.events_channel(ctx, other)) is link:
+            break
+    await create_comp(client, other)
+    await join(client, other, "alice")
+    assert link.conn is not None
+    # The socket is gone at once; the reader learns it on its next turn of the loop.
+    link.conn._writer.transport.abort()  # type: ignore[attr-defined]
+    await asyncio.wait_for(link.subscribe(reads.events_channel(ctx, other)), 5)
+    second = await opened(ctx, other, "alice")
+    await sync(client, "alice", rec(DAY, 700))
+    await first.until(lambda: len(first.of("score_update")) == 1)
+    await second.until(lambda: len(second.of("score_update")) == 1)
+    assert first.close_code is None and second.close_code is None
+    await first.disconnect()
+    await second.disconnect()
 
 
 async def test_a_competition_without_local_clients_costs_nothing(

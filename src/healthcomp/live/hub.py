@@ -29,7 +29,7 @@ from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
 from redis.crc import key_slot
-from redis.exceptions import MovedError, ResponseError
+from redis.exceptions import MovedError, RedisError, ResponseError
 from starlette.types import Send
 
 from healthcomp.core import metrics
@@ -823,7 +823,7 @@ class _Link:
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run())
         elif self.conn is not None:
-            await self.conn.send_command(self.sub, channel)
+            await self._send(self.conn, self.sub, channel)
         await asyncio.wait_for(asyncio.shield(ack), SUBSCRIBE_TIMEOUT)
 
     def unsubscribe(self, channel: str) -> None:
@@ -831,13 +831,21 @@ class _Link:
         self.acks.pop(channel, None)
         conn = self.conn
         if conn is not None:
-            self.hub.spawn(self._send(conn, self.unsub, channel))
+            self.hub.spawn(self._unsubscribe(conn, channel))
+
+    async def _unsubscribe(self, conn: AbstractConnection, channel: str) -> None:
+        if channel not in self.channels:  # else subscribed again meanwhile
+            await self._send(conn, self.unsub, channel)
 
     async def _send(self, conn: AbstractConnection, command: str, channel: str) -> None:
-        if channel in self.channels:
-            return  # subscribed again meanwhile
-        with contextlib.suppress(Exception):
-            await conn.send_command(command, channel)
+        """Send on the link's connection while it is up. A connection going down takes
+        the command with it, and that is fine: the reconnect subscribes every channel
+        of the link anew. Never connects again itself (redis-py would, on a closed
+        connection): a connection made here would be one nobody reads."""
+        if conn is not self.conn or not conn.is_connected:
+            return
+        with contextlib.suppress(RedisError, OSError):
+            await conn.send_command(command, channel, check_health=False)
 
     def stop(self) -> list[asyncio.Task[None]]:
         return [self.task] if self.task is not None else []
