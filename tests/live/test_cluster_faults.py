@@ -153,11 +153,16 @@ class Socket:
         # No client keepalive: what is under test is the server's side. A test process
         # starved by a loaded machine once missed its own ping's deadline (1011).
         async with connect(self.url, ping_interval=None) as ws:
-            ready.set_result(None)
             with contextlib.suppress(Exception):
                 async for raw in ws:
                     self.frames.append((time.monotonic(), orjson.loads(raw)))
+                    if not ready.done():
+                        # `connected` comes once the process has subscribed to the
+                        # board; the handshake alone is before that.
+                        ready.set_result(None)
             self.closed = (ws.close_code, ws.close_reason)
+            if not ready.done():
+                ready.set_exception(ConnectionError(f"closed before connected: {self.closed}"))
 
     def events(self, since: float = 0.0) -> list[dict[str, Any]]:
         return [f for t, f in self.frames if t >= since and f["type"] not in NOT_EVENTS]
